@@ -1,0 +1,117 @@
+"""Command line: ``druids run [CHAPTER...] --profile P``, ``druids generate``, ``druids chapters``.
+
+Chapters are the py:percent notebooks ``notebooks/<stem>.py``. ``run`` converts
+each with jupytext and executes it with papermill (parameters ``profile`` and
+``seed`` injected); executed notebooks go to ``build/notebooks/``. A failing cell
+stops the run with the chapter and cell named.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from druids import paths
+from druids.config import PROFILES, get_config
+
+app = typer.Typer(add_completion=False, help="DRUIDS compendium: run chapters, generate data.")
+
+
+def chapter_stems() -> list[str]:
+    """All chapters, in order (``01_data``, ``02_training``, ...)."""
+    return sorted(p.stem for p in paths.NOTEBOOKS.glob("[0-9][0-9]_*.py"))
+
+
+def _resolve(chapters: list[str]) -> list[str]:
+    available = chapter_stems()
+    if not chapters:
+        return available
+    unknown = [c for c in chapters if c not in available]
+    if unknown:
+        raise typer.BadParameter(f"unknown chapter(s) {', '.join(unknown)}; available: {', '.join(available)}")
+    return chapters
+
+
+def _check_profile(profile: str) -> str:
+    try:
+        get_config(profile)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--profile") from None
+    return profile
+
+
+def execute_chapter(stem: str, profile: str, seed: int, output_dir: Path | None = None) -> Path:
+    """Execute one chapter with papermill; return the executed notebook's path."""
+    import jupytext
+    import papermill
+
+    output_dir = paths.BUILD / "notebooks" if output_dir is None else Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    source = output_dir / f"{stem}.source.ipynb"
+    executed = output_dir / f"{stem}.ipynb"
+    notebook = jupytext.read(paths.NOTEBOOKS / f"{stem}.py")
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    jupytext.write(notebook, source)
+    try:
+        papermill.execute_notebook(
+            str(source),
+            str(executed),
+            parameters={"profile": profile, "seed": seed},
+            cwd=str(paths.NOTEBOOKS),
+            kernel_name="python3",
+            progress_bar=False,
+            log_output=False,
+        )
+    except papermill.PapermillExecutionError as err:
+        raise ChapterFailed(stem, err) from None
+    finally:
+        source.unlink(missing_ok=True)
+    return executed
+
+
+class ChapterFailed(RuntimeError):
+    """A chapter's cell raised; names the chapter, the cell and the error."""
+
+    def __init__(self, stem: str, err):
+        self.stem = stem
+        super().__init__(f"chapter {stem} failed in cell {err.cell_index} (execution count {err.exec_count}): {err.ename}: {err.evalue}")
+
+
+@app.command()
+def run(
+    chapters: list[str] = typer.Argument(None, help="chapter stems such as 01_data; default: all"),
+    profile: str = typer.Option("default", help=f"one of {', '.join(PROFILES)}"),
+    seed: int = typer.Option(0, help="root seed"),
+) -> None:
+    """Execute chapters with papermill; figures go to paper/figures, values to paper/values."""
+    profile = _check_profile(profile)
+    for stem in _resolve(chapters or []):
+        typer.echo(f"[druids] running chapter {stem} (profile {profile})")
+        try:
+            out = execute_chapter(stem, profile, seed)
+        except ChapterFailed as err:
+            typer.echo(f"[druids] {err}", err=True)
+            raise typer.Exit(1) from None
+        typer.echo(f"[druids] executed notebook: {out.relative_to(paths.ROOT) if out.is_relative_to(paths.ROOT) else out}")
+
+
+@app.command()
+def generate(
+    profile: str = typer.Option("default", help=f"one of {', '.join(PROFILES)}"),
+    seed: int = typer.Option(None, help="override the profile's seed"),
+) -> None:
+    """Generate (or resume generating) the profile's Held–Suarez world dataset."""
+    from druids.data import heldsuarez
+
+    cfg = get_config(_check_profile(profile), seed=seed)
+    path = heldsuarez.generate(cfg.world)
+    typer.echo(str(path))
+
+
+@app.command()
+def chapters() -> None:
+    """List the chapters."""
+    for stem in chapter_stems():
+        typer.echo(stem)
+

@@ -1,0 +1,216 @@
+"""Frozen configuration values for every stage, grouped into named profiles.
+
+A configuration is a value: it is printed, hashed (:func:`config_hash`) and
+saved with every artifact, so a changed setting never reuses a stale cache.
+
+Profiles
+--------
+``smoke``   seconds to a few minutes per chapter on 2 CPU cores (tests).
+``default`` ``make all`` on a 2-core laptop, scientifically meaningful.
+``gpu``     the paper-quality run on one GPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """The Held–Suarez world: dinosaur dry core, Held & Suarez (1994) forcing.
+
+    Spectral truncation T21 on a 64 x 32 Gaussian grid with ``n_levels`` equally
+    spaced sigma levels. Times are in days / hours / minutes as named.
+
+    Stochastic forcing: every dynamical step, ``sqrt(dt) * noise_amplitude * xi``
+    is added to modal vorticity for total wavenumbers in ``noise_wavenumbers``
+    (inclusive), the same at every level; ``xi`` is standard normal, ``dt`` and
+    the amplitude are in dinosaur's nondimensional units. 0 = deterministic.
+
+    Numerical filter: horizontal hyperdiffusion of order ``filter_order``
+    (del^(2*order)) whose e-folding time at the truncation wavenumber is
+    ``filter_tau_hours``; chosen for T21 (see ``druids.data.heldsuarez``).
+    A mass fixer holds the global-mean surface pressure at ``mean_surface_pressure_pa``.
+    """
+
+    truncation: int = 21
+    n_levels: int = 8
+    dt_minutes: float = 30.0
+    output_hours: int = 6
+    spinup_days: float = 200.0
+    n_days: float = 365.0
+    noise_amplitude: float = 3e-3
+    noise_wavenumbers: tuple[int, int] = (8, 16)
+    filter_tau_hours: float = 12.0
+    filter_order: int = 8
+    mean_surface_pressure_pa: float = 1.0e5
+    chunk_times: int = 40
+    seed: int = 0
+
+    @property
+    def steps_per_output(self) -> int:
+        """Dynamical steps between two saved 6-hourly states."""
+        steps = self.output_hours * 60 / self.dt_minutes
+        if steps != int(steps):
+            raise ValueError(f"output_hours={self.output_hours} is not a multiple of dt_minutes={self.dt_minutes}")
+        return int(steps)
+
+    @property
+    def n_times(self) -> int:
+        """Number of saved times after spin-up, rounded up to whole chunks."""
+        per_day = 24 // self.output_hours
+        n = int(round(self.n_days * per_day))
+        return -(-n // self.chunk_times) * self.chunk_times
+
+
+@dataclass(frozen=True)
+class OracleConfig:
+    """Oracle (exact forecast distribution) and perturbed-IC ensembles for chapter 01.
+
+    ``ic_perturbation_kelvin``: std of the white grid-point temperature
+    perturbation used for perturbed-initial-condition ensembles (K).
+    """
+
+    n_members: int = 16
+    n_perturbed_members: int = 8
+    lead_days: float = 10.0
+    n_init: int = 2
+    ic_perturbation_kelvin: float = 0.1
+    member_batch: int | None = None  # None: serial on CPU, all at once on GPU
+
+
+@dataclass(frozen=True)
+class ClimateConfig:
+    """In-memory climate runs (chapter 01, physics tests): length and averaging window in days."""
+
+    n_days: float = 400.0
+    average_after_days: float = 200.0
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Which variables feed the model and how time is split.
+
+    ``history``: number of past states in the condition (1: x_t; 2: x_t and x_{t-6h}).
+    Splits are contiguous time blocks in the order train, val, test, separated
+    by ``gap_days`` so that samples of different splits are not correlated.
+    """
+
+    variables: tuple[str, ...] = (
+        "u_component_of_wind",
+        "v_component_of_wind",
+        "temperature",
+        "surface_pressure",
+    )
+    history: int = 1
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    gap_days: float = 5.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a chapter needs; one per profile."""
+
+    profile: str
+    seed: int = 0
+    world: WorldConfig = field(default_factory=WorldConfig)
+    oracle: OracleConfig = field(default_factory=OracleConfig)
+    climate: ClimateConfig = field(default_factory=ClimateConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+
+
+def _smoke() -> Config:
+    return Config(
+        profile="smoke",
+        world=WorldConfig(spinup_days=10.0, n_days=10.0, chunk_times=8, noise_amplitude=3e-3),
+        oracle=OracleConfig(n_members=4, n_perturbed_members=3, lead_days=2.0, n_init=1),
+        climate=ClimateConfig(n_days=20.0, average_after_days=10.0),
+        dataset=DatasetConfig(gap_days=0.5),
+    )
+
+
+def _default() -> Config:
+    return Config(profile="default")
+
+
+def _gpu() -> Config:
+    return Config(
+        profile="gpu",
+        world=WorldConfig(n_days=5 * 365.0),
+        oracle=OracleConfig(n_members=50, n_perturbed_members=20, lead_days=15.0, n_init=8),
+        climate=ClimateConfig(n_days=1000.0, average_after_days=200.0),
+    )
+
+
+PROFILES = {"smoke": _smoke, "default": _default, "gpu": _gpu}
+
+
+def get_config(profile: str = "default", seed: int | None = None) -> Config:
+    """The configuration of a named profile (``smoke``, ``default``, ``gpu``)."""
+    if profile not in PROFILES:
+        raise ValueError(f"Unknown profile {profile!r}; valid profiles are: {', '.join(PROFILES)}")
+    cfg = PROFILES[profile]()
+    if seed is not None:
+        cfg = dataclasses.replace(cfg, seed=seed, world=dataclasses.replace(cfg.world, seed=seed))
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict:
+    """A JSON-serialisable dict of a (nested) config dataclass."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def config_hash(cfg: Any, length: int = 12) -> str:
+    """Stable hex digest of a config dataclass; keys caches and file names."""
+    text = json.dumps({"type": type(cfg).__name__, **to_dict(cfg)}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def from_dict(cls: type, data: dict) -> Any:
+    """Rebuild a (nested) config dataclass from :func:`to_dict` output."""
+    kwargs = {}
+    hints = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in data.items():
+        if key not in hints:
+            raise ValueError(f"{cls.__name__} has no field {key!r}")
+        ftype = hints[key].type
+        target = globals().get(ftype) if isinstance(ftype, str) else ftype
+        if dataclasses.is_dataclass(target):
+            value = from_dict(target, value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The conditional denoiser (``druids.models``) and its training objective.
+
+    ``objective``: "edm" (Karras et al. 2022 preconditioning, GenCast noise
+    levels ``[sigma_min, sigma_max]`` and ``rho``) or "flow" (rectified flow).
+    U-Net: level ``i`` has ``base_channels * channel_mults[i]`` channels and
+    ``blocks_per_level`` residual blocks in encoder and decoder; the grid is
+    halved between levels. ``bias_free``: no additive constants, so the
+    denoiser is homogeneous of degree 1 in (noisy target, condition); it needs
+    ``activation`` "relu" or "leaky_relu" ("silu", "gelu" for the biased net).
+    ``sigma_data``: std of the (normalised residual) targets.
+
+    Defaults are the ``default`` profile's size; the ``smoke`` size is
+    ``base_channels=8, channel_mults=(1, 2), blocks_per_level=1``.
+    """
+
+    objective: str = "edm"
+    bias_free: bool = True
+    base_channels: int = 32
+    channel_mults: tuple[int, ...] = (1, 2, 2)
+    blocks_per_level: int = 2
+    activation: str = "relu"
+    sigma_data: float = 1.0
+    sigma_min: float = 0.02
+    sigma_max: float = 88.0
+    rho: float = 7.0

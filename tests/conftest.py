@@ -1,0 +1,33 @@
+"""Test session set-up: keep generated data, caches and figures out of the repository.
+
+Environment variables are set before ``druids`` is imported, and the kernels
+that nbval starts for the chapters inherit them.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+
+_SESSION = Path(tempfile.mkdtemp(prefix="druids-tests-"))
+for _name in ("DATA", "CACHE", "FIGURES", "VALUES"):
+    os.environ.setdefault(f"DRUIDS_{_name}", str(_SESSION / _name.lower()))
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
+
+from druids.config import get_config  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def smoke_config():
+    """The smoke profile's configuration."""
+    return get_config("smoke")
+
+
+@pytest.fixture(scope="session")
+def smoke_store(smoke_config):
+    """Path of the smoke profile's Held–Suarez store, generated once per test run."""
+    from druids.data import heldsuarez
+
+    return heldsuarez.generate(smoke_config.world, progress=False)

@@ -1,0 +1,184 @@
+"""WeatherBench2 reader: layout, conservative coarsening, error messages, the real ERA5 sample."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from druids.data.era5 import (
+    ERA5_ATTRIBUTION,
+    Grid,
+    SelectionError,
+    StoreError,
+    open_era5_sample,
+    open_wb2,
+    regrid,
+)
+
+# Source grid: 192 x 96 at 1.875 deg, latitude descending, no poles. Its cell
+# bounds nest inside those of the 64 x 32 (5.625 deg) target, so averages of
+# analytic fields over target cells are exact.
+N_LON, N_LAT = 192, 96
+DX = 360 / N_LON
+LAT = 90 - DX / 2 - DX * np.arange(N_LAT)
+LON = DX * np.arange(N_LON)
+TIMES = pd.date_range("2020-01-01", periods=4, freq="6h")
+LEVELS = [500, 850]
+TARGET = Grid.equiangular(64, 32)
+
+
+def cos_lon_cell_mean(lon_centre, width):
+    """Exact mean of cos(longitude) over a cell of ``width`` degrees."""
+    h = np.deg2rad(width / 2)
+    return np.cos(np.deg2rad(lon_centre)) * np.sin(h) / h
+
+
+def sin_lat_area_mean(lat_centre, width):
+    """Exact area-weighted mean of sin(latitude) over a cell: (sin a + sin b) / 2."""
+    a, b = np.deg2rad(lat_centre - width / 2), np.deg2rad(lat_centre + width / 2)
+    return (np.sin(a) + np.sin(b)) / 2
+
+
+def area_mean(da):
+    """Global area mean on an equiangular grid without poles (area ~ cos(latitude))."""
+    return float(da.weighted(np.cos(np.deg2rad(da.latitude))).mean(("latitude", "longitude")))
+
+
+def wb2_dataset():
+    rng = np.random.default_rng(0)
+    shape3, shape2 = (len(TIMES), len(LEVELS), N_LAT, N_LON), (len(TIMES), N_LAT, N_LON)
+    dims3, dims2 = ("time", "level", "latitude", "longitude"), ("time", "latitude", "longitude")
+    u = np.broadcast_to(cos_lon_cell_mean(LON, DX), shape3)
+    z = np.broadcast_to(sin_lat_area_mean(LAT, DX)[:, None], shape3)
+    return xr.Dataset(
+        {
+            "temperature": (dims3, np.full(shape3, 250.0, np.float32), {"units": "K", "long_name": "Temperature"}),
+            "u_component_of_wind": (dims3, u.astype(np.float32), {"units": "m s-1"}),
+            "geopotential": (dims3, z.astype(np.float32), {"units": "m2 s-2"}),
+            "2m_temperature": (dims2, (280 + 10 * rng.standard_normal(shape2)).astype(np.float32), {"units": "K"}),
+        },
+        coords={"time": TIMES, "level": LEVELS, "latitude": LAT, "longitude": LON},
+        attrs={"title": "synthetic WB2 store"},
+    )
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = tmp_path_factory.mktemp("wb2") / "era5.zarr"
+    wb2_dataset().chunk({"time": 1}).to_zarr(path, zarr_format=2)
+    return path
+
+
+def test_layout_after_coarsening(store):
+    ds = open_wb2(store, ["temperature", "2m_temperature"], levels=[850], grid=TARGET)
+    assert ds["temperature"].dims == ("time", "level", "latitude", "longitude")
+    assert ds["2m_temperature"].dims == ("time", "latitude", "longitude")
+    assert ds.sizes == {"time": 4, "level": 1, "latitude": 32, "longitude": 64}
+    assert np.all(np.diff(ds.latitude) > 0) and ds.longitude.min() >= 0 and ds.longitude.max() < 360
+    assert all(ds[v].dtype == np.float32 for v in ds.data_vars)
+    assert ds["temperature"].attrs["units"] == "K" and ds.attrs["title"] == "synthetic WB2 store"
+    assert ds.latitude.attrs["units"] == "degrees_north"
+    assert ds["temperature"].chunks is not None  # still lazy
+
+
+def test_conservative(store):
+    ds = open_wb2(store, ["temperature", "2m_temperature", "u_component_of_wind", "geopotential"], grid=TARGET).load()
+    src = xr.open_zarr(store).load()
+    np.testing.assert_allclose(ds["temperature"], 250.0, rtol=1e-6)
+    for t in range(len(TIMES)):
+        before, after = area_mean(src["2m_temperature"][t]), area_mean(ds["2m_temperature"][t])
+        assert abs(after / before - 1) < 1e-5
+    expected_u = cos_lon_cell_mean(TARGET.longitude, 360 / 64)
+    np.testing.assert_allclose(ds["u_component_of_wind"][0, 0].values, np.broadcast_to(expected_u, (32, 64)), atol=1e-6)
+    expected_z = sin_lat_area_mean(TARGET.latitude, 180 / 32)
+    np.testing.assert_allclose(ds["geopotential"][0, 0].values, np.broadcast_to(expected_z[:, None], (32, 64)), atol=1e-6)
+
+
+def test_regrid_identity_and_longitude_convention():
+    ds = wb2_dataset().isel(time=[0])
+    same = regrid(ds, (ds.latitude.values, ds.longitude.values))
+    np.testing.assert_allclose(same["2m_temperature"].values, ds["2m_temperature"].values[:, ::-1], rtol=1e-6)
+    shifted = ds.assign_coords(longitude=((ds.longitude + 180) % 360) - 180)  # [-180, 180)
+    xr.testing.assert_allclose(regrid(shifted, TARGET), regrid(ds, TARGET))
+
+
+def test_selection(store):
+    times = [np.datetime64("2020-01-01T06"), np.datetime64("2020-01-01T18")]
+    ds = open_wb2(store, "temperature", levels=500, times=times)
+    assert ds.sizes == {"time": 2, "level": 1, "latitude": N_LAT, "longitude": N_LON}
+    assert open_wb2(store, "temperature", times=slice("2020-01-01T06", None)).sizes["time"] == 3
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"variables": ["temperature", "specific_humidity"]}, ["specific_humidity", "available", "2m_temperature"]),
+        ({"variables": "temperature", "levels": [300, 500]}, ["300", "available levels", "[500, 850]"]),
+        ({"variables": "temperature", "times": ["2021-01-01"]}, ["2021-01-01", "2020-01-01 00:00:00", "2020-01-01 18:00:00"]),
+        ({"variables": "temperature", "times": slice("2019", "2019")}, ["2019", "4 times from 2020-01-01"]),
+        ({"variables": "2m_temperature", "levels": 500}, ["2m_temperature", "no 'level' dimension"]),
+    ],
+)
+def test_selection_errors(store, kwargs, words):
+    with pytest.raises(SelectionError) as info:
+        open_wb2(store, **kwargs)
+    assert isinstance(info.value, KeyError) and isinstance(info.value, ValueError)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_wrong_coordinate_names(tmp_path):
+    path = tmp_path / "latlon.zarr"
+    wb2_dataset().rename(latitude="lat", longitude="lon").to_zarr(path, zarr_format=2)
+    with pytest.raises(StoreError, match=r"lacks coordinate\(s\) \['latitude', 'longitude'\]") as info:
+        open_wb2(path, "temperature")
+    assert "'lat'" in str(info.value) and "'lon'" in str(info.value)
+
+
+def test_nans(tmp_path):
+    ds = wb2_dataset()
+    ds["2m_temperature"][1, 10, :3] = np.nan
+    ds.to_zarr(tmp_path / "nan.zarr", zarr_format=2)
+    with pytest.raises(StoreError, match=r"2m_temperature: 3 of"):
+        open_wb2(tmp_path / "nan.zarr", ["temperature", "2m_temperature"])
+    assert open_wb2(tmp_path / "nan.zarr", "2m_temperature", times=TIMES[[0]]).sizes["time"] == 1
+
+
+def test_unopenable_store(tmp_path):
+    with pytest.raises(StoreError, match="Cannot open zarr store .*missing.zarr"):
+        open_wb2(tmp_path / "missing.zarr", "temperature")
+    corrupt = tmp_path / "corrupt.zarr"
+    corrupt.mkdir()
+    (corrupt / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "nonsense"}))
+    with pytest.raises(StoreError, match="corrupt.zarr"):
+        open_wb2(corrupt, "temperature")
+
+
+def test_grid():
+    grid = Grid.equiangular(64, 32)
+    assert grid.shape == (32, 64)
+    assert grid.latitude[0] == pytest.approx(-87.1875) and grid.longitude[1] == pytest.approx(5.625)
+    assert Grid([10, -10], [-90, 90]).longitude.tolist() == [90, 270]
+    with pytest.raises(ValueError, match=r"\[-90, 90\]"):
+        Grid([0, 100], [0, 10])
+
+
+def test_era5_sample():
+    ds = open_era5_sample()
+    assert ds.attrs["attribution"] == ERA5_ATTRIBUTION
+    assert ds.sizes == {"time": 24, "latitude": 181, "longitude": 360}
+    assert np.all(np.diff(ds.latitude) > 0) and np.issubdtype(ds.time.dtype, np.datetime64)
+    assert ds["total_precipitation"].attrs["units"] == "m"
+    t2m = ds["2m_temperature"].load()
+    assert 180 < float(t2m.min()) and float(t2m.max()) < 330
+
+    coarse = regrid(ds, TARGET)
+    assert coarse["2m_temperature"].dims == ("time", "latitude", "longitude")
+    assert coarse.sizes == {"time": 24, "latitude": 32, "longitude": 64}
+    assert coarse.attrs["attribution"] == ERA5_ATTRIBUTION
+    bounds = np.sin(np.deg2rad(np.clip(np.append(ds.latitude - 0.5, 90.5), -90, 90)))
+    fine_area = xr.DataArray(np.diff(bounds), coords={"latitude": ds.latitude})
+    fine = float(t2m[0].weighted(fine_area).mean())
+    assert abs(area_mean(coarse["2m_temperature"][0]) / fine - 1) < 1e-5

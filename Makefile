@@ -1,5 +1,7 @@
 # DRUIDS compendium. `make all` and `make test` each do their own setup in .venv.
 PYTHON ?= python3
+# torch on a busy 2-core machine: OpenMP busy-waiting slows small ops 50-100x
+export OMP_WAIT_POLICY ?= PASSIVE
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp

@@ -112,6 +112,35 @@ class DatasetConfig:
 
 
 @dataclass(frozen=True)
+class ModelConfig:
+    """The conditional denoiser (``druids.models``) and its training objective.
+
+    ``objective``: "edm" (Karras et al. 2022 preconditioning, GenCast noise
+    levels ``[sigma_min, sigma_max]`` and ``rho``) or "flow" (rectified flow).
+    U-Net: level ``i`` has ``base_channels * channel_mults[i]`` channels and
+    ``blocks_per_level`` residual blocks in encoder and decoder; the grid is
+    halved between levels. ``bias_free``: no additive constants, so the
+    denoiser is homogeneous of degree 1 in (noisy target, condition); it needs
+    ``activation`` "relu" or "leaky_relu" ("silu", "gelu" for the biased net).
+    ``sigma_data``: std of the (normalised residual) targets.
+
+    Defaults are the ``default`` profile's size; the ``smoke`` size is
+    ``base_channels=8, channel_mults=(1, 2), blocks_per_level=1``.
+    """
+
+    objective: str = "edm"
+    bias_free: bool = True
+    base_channels: int = 32
+    channel_mults: tuple[int, ...] = (1, 2, 2)
+    blocks_per_level: int = 2
+    activation: str = "relu"
+    sigma_data: float = 1.0
+    sigma_min: float = 0.02
+    sigma_max: float = 88.0
+    rho: float = 7.0
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a chapter needs; one per profile."""
 
@@ -121,6 +150,7 @@ class Config:
     oracle: OracleConfig = field(default_factory=OracleConfig)
     climate: ClimateConfig = field(default_factory=ClimateConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
 
 
 def _smoke() -> Config:
@@ -130,6 +160,7 @@ def _smoke() -> Config:
         oracle=OracleConfig(n_members=4, n_perturbed_members=3, lead_days=2.0, n_init=1),
         climate=ClimateConfig(n_days=20.0, average_after_days=10.0),
         dataset=DatasetConfig(gap_days=0.5),
+        model=ModelConfig(base_channels=8, channel_mults=(1, 2), blocks_per_level=1),
     )
 
 
@@ -143,6 +174,7 @@ def _gpu() -> Config:
         world=WorldConfig(n_days=5 * 365.0),
         oracle=OracleConfig(n_members=50, n_perturbed_members=20, lead_days=15.0, n_init=8),
         climate=ClimateConfig(n_days=1000.0, average_after_days=200.0),
+        model=ModelConfig(base_channels=64, channel_mults=(1, 2, 2, 4)),
     )
 
 
@@ -185,32 +217,3 @@ def from_dict(cls: type, data: dict) -> Any:
             value = tuple(value)
         kwargs[key] = value
     return cls(**kwargs)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """The conditional denoiser (``druids.models``) and its training objective.
-
-    ``objective``: "edm" (Karras et al. 2022 preconditioning, GenCast noise
-    levels ``[sigma_min, sigma_max]`` and ``rho``) or "flow" (rectified flow).
-    U-Net: level ``i`` has ``base_channels * channel_mults[i]`` channels and
-    ``blocks_per_level`` residual blocks in encoder and decoder; the grid is
-    halved between levels. ``bias_free``: no additive constants, so the
-    denoiser is homogeneous of degree 1 in (noisy target, condition); it needs
-    ``activation`` "relu" or "leaky_relu" ("silu", "gelu" for the biased net).
-    ``sigma_data``: std of the (normalised residual) targets.
-
-    Defaults are the ``default`` profile's size; the ``smoke`` size is
-    ``base_channels=8, channel_mults=(1, 2), blocks_per_level=1``.
-    """
-
-    objective: str = "edm"
-    bias_free: bool = True
-    base_channels: int = 32
-    channel_mults: tuple[int, ...] = (1, 2, 2)
-    blocks_per_level: int = 2
-    activation: str = "relu"
-    sigma_data: float = 1.0
-    sigma_min: float = 0.02
-    sigma_max: float = 88.0
-    rho: float = 7.0

@@ -12,6 +12,8 @@ _SESSION = Path(tempfile.mkdtemp(prefix="druids-tests-"))
 for _name in ("DATA", "CACHE", "FIGURES", "VALUES"):
     os.environ.setdefault(f"DRUIDS_{_name}", str(_SESSION / _name.lower()))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# torch on a busy 2-core machine: OpenMP busy-waiting slows small ops 50-100x
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import pytest  # noqa: E402

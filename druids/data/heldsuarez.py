@@ -259,6 +259,12 @@ class HeldSuarezWorld:
         return START_TIME + hours.astype("timedelta64[h]")
 
 
+@functools.lru_cache(maxsize=8)
+def get_world(cfg: WorldConfig) -> HeldSuarezWorld:
+    """The (cached) simulator of ``cfg``: its jitted programs compile once per process."""
+    return HeldSuarezWorld(cfg)
+
+
 # ---------------------------------------------------------------- generation
 def store_path(cfg: WorldConfig) -> Path:
     """Where the published dataset of ``cfg`` lives."""
@@ -336,7 +342,7 @@ def generate(cfg: WorldConfig, path: Path | None = None, progress: bool = True) 
     if path.exists():
         return path
     partial = path.with_name(path.name + ".partial")
-    world = HeldSuarezWorld(cfg)
+    world = get_world(cfg)
     n_chunks = cfg.n_times // cfg.chunk_times
     done = _complete_chunks(partial, cfg)
     if done == 0:
@@ -386,7 +392,7 @@ def simulate(cfg: WorldConfig, n_days: float, keep_every: int = 4, progress: boo
     Keeps every ``keep_every``-th output (default: daily); nothing is written to
     disk. Times count from the start of the run.
     """
-    world = HeldSuarezWorld(cfg)
+    world = get_world(cfg)
     n_chunks = -(-int(round(n_days * 24 / cfg.output_hours)) // cfg.chunk_times)
     key = world.noise_key(cfg.seed, "dataset")
     state = world.initial_state(cfg.seed)
@@ -453,7 +459,7 @@ def state_at(cfg: WorldConfig, time) -> primitive_equations.State:
     """The exact simulator state saved at ``time`` (a datetime64 or an integer index)."""
     modal = open_modal(cfg)
     one = modal.isel(time=time) if isinstance(time, (int, np.integer)) else modal.sel(time=time)
-    return HeldSuarezWorld(cfg).state_from_modal(one.load())
+    return get_world(cfg).state_from_modal(one.load())
 
 
 def _step_index(world: HeldSuarezWorld, time: np.datetime64) -> int:
@@ -517,7 +523,7 @@ def oracle_ensemble(
     (member, lead_time, level, latitude, longitude); lead 0 is the initial state,
     leads are every ``cfg.output_hours`` up to ``n_steps`` outputs.
     """
-    world = HeldSuarezWorld(cfg)
+    world = get_world(cfg)
     modal = open_modal(cfg)
     init_time = modal.time.values[init_time] if isinstance(init_time, (int, np.integer)) else np.datetime64(init_time, "ns")
     state = world.state_from_modal(modal.sel(time=init_time).load())
@@ -547,7 +553,7 @@ def perturbed_ic_ensemble(
     (``stochastic=False``) or the stochastic world. Same dims as
     :func:`oracle_ensemble`; lead 0 holds the perturbed initial states.
     """
-    world = HeldSuarezWorld(cfg)
+    world = get_world(cfg)
     modal = open_modal(cfg)
     init_time = modal.time.values[init_time] if isinstance(init_time, (int, np.integer)) else np.datetime64(init_time, "ns")
     state = world.state_from_modal(modal.sel(time=init_time).load())

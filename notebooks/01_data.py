@@ -1,0 +1,202 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% tags=["parameters"]
+profile = "smoke"  # smoke | default | gpu
+seed = 0
+data_source = "heldsuarez"  # "heldsuarez", or a WeatherBench2-layout zarr path/URL for the maps
+
+# %% [markdown]
+# # Chapter 1 — The data: a Held–Suarez world with oracle ensembles, and real ERA5
+#
+# The default world is a dry primitive-equation atmosphere (dinosaur, T21, 8 sigma
+# levels, 64 x 32 Gaussian grid) with Held & Suarez (1994) forcing and a white-in-time,
+# band-limited stochastic vorticity forcing. Its saved states are complete, so the
+# simulator re-run from any saved time gives samples of the *exact* forecast
+# distribution: the oracle ensemble against which every later calibration claim is
+# checked.
+
+# %%
+import dataclasses
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from druids import plotting
+from druids.config import get_config
+from druids.data import diagnostics, era5, heldsuarez, predictability
+from druids.values import write_values
+
+plotting.set_style()
+cfg = get_config(profile, seed=seed)
+print(cfg)
+
+# %% [markdown]
+# ## The world's data
+# Generated on first use (resumable, with a progress bar), then loaded from `data/`.
+
+# %%
+if data_source == "heldsuarez":
+    ds = heldsuarez.open_world(cfg.world)
+else:
+    ds = era5.open_wb2(data_source, ["u_component_of_wind", "v_component_of_wind", "temperature", "geopotential"])
+ds
+
+# %% [markdown]
+# ## Snapshots
+# The aquaplanet has no coastlines; eddies of zonal wavenumber 5-8 ride on the jets.
+
+# %%
+snapshot = ds.isel(time=-1).load()
+fields = [
+    ("temperature", 812.5, "RdBu_r"),
+    ("u_component_of_wind", 312.5, "PuOr_r"),
+    ("v_component_of_wind", 312.5, "PuOr_r"),
+    ("geopotential", 562.5, "viridis"),
+]
+fig = plt.figure(figsize=(11, 6.5))
+for i, (name, level, cmap) in enumerate(fields):
+    ax = plotting.map_axes(fig, 2, 2, i + 1)
+    field = snapshot[name].sel(level=level, method="nearest")
+    limits = {"vmin": -float(abs(field).max()), "vmax": float(abs(field).max())} if "wind" in name else {}
+    plotting.plot_map(field, ax=ax, cmap=cmap, **limits)
+    ax.set_title(f"{name} at {float(field.level):g} hPa, {str(snapshot.time.values)[:16]}")
+plotting.savefig(fig, "data_snapshots")
+
+# %% [markdown]
+# ## Zonal-mean climate against the Held–Suarez reference
+# Time mean over the whole saved period; contours on the temperature panel are the
+# Held–Suarez radiative-equilibrium temperature the forcing relaxes towards.
+
+# %%
+zonal = ds[["u_component_of_wind", "temperature"]].mean(["time", "longitude"]).load()
+t_eq = diagnostics.held_suarez_equilibrium_temperature(zonal.latitude, zonal.sigma.values)
+fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+cu = axes[0].contourf(zonal.latitude, zonal.level, zonal.u_component_of_wind, levels=np.arange(-12, 40, 4), cmap="PuOr_r", extend="both")
+fig.colorbar(cu, ax=axes[0], label="zonal-mean u [m/s]")
+ct = axes[1].contourf(zonal.latitude, zonal.level, zonal.temperature, levels=np.arange(200, 310, 10), cmap="RdBu_r", extend="both")
+cs = axes[1].contour(t_eq.latitude, t_eq.level, t_eq, levels=np.arange(200, 320, 20), colors="k", linewidths=0.7)
+axes[1].clabel(cs, fmt="%d")
+fig.colorbar(ct, ax=axes[1], label="zonal-mean T [K] (contours: T_eq)")
+for ax in axes:
+    ax.set_xlabel("latitude [deg]")
+axes[0].set_ylabel("sigma x 1000 [hPa]")
+axes[0].invert_yaxis()
+plotting.savefig(fig, "data_zonal_climate")
+jets = {h: diagnostics.jet_peak(zonal.u_component_of_wind.sel(level=312.5, method="nearest"), h) for h in ("north", "south")}
+jets
+
+# %% [markdown]
+# ## Kinetic-energy spectrum by zonal wavenumber
+
+# %%
+sample = ds.isel(time=slice(0, None, max(1, ds.sizes["time"] // 100))).load()
+spectrum = diagnostics.kinetic_energy_spectrum(sample.u_component_of_wind, sample.v_component_of_wind).mean("time")
+fig, ax = plt.subplots(figsize=(5.5, 4))
+for level in (312.5, 562.5, 812.5):
+    plotting.plot_spectrum(spectrum.sel(level=level, method="nearest").rename(f"{level:g} hPa"), ax=ax, label=f"{level:g} hPa")
+k = np.arange(6, 22)
+ax.loglog(k, 300 * (k / 6.0) ** -3, "k--", lw=0.8, label="k^-3")
+ax.set_ylabel("kinetic energy [m2 s-2]")
+ax.legend()
+plotting.savefig(fig, "data_ke_spectrum")
+
+# %% [markdown]
+# ## Predictability: oracle spread and perturbed-initial-condition error growth
+# (Always of the Held–Suarez world: only it has oracles.)
+# The oracle ensemble re-runs the world from the exact saved state with new noise;
+# the perturbed-IC ensemble adds small temperature noise to the initial state and runs
+# the deterministic dynamics. The dotted line is the RMS 6-hour change of the data:
+# the ratio of the 6-hour oracle spread to it tells how non-degenerate the 6-hour
+# forecast distribution is.
+
+# %%
+curves = predictability.predictability(cfg.world, cfg.oracle, cfg.seed)
+curves = curves.isel(lead_time=slice(1, None))  # lead 0: zero spread, off a log axis
+lead_days = curves.lead_time / np.timedelta64(1, "D")
+fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+for ax, field in zip(axes, curves.field.values):
+    c = curves.sel(field=field)
+    ax.plot(lead_days, c.oracle_spread.mean("init_time"), label="oracle spread (stochastic world)")
+    ax.plot(lead_days, c.oracle_error.mean("init_time"), label="oracle member vs truth (RMSE)")
+    ax.plot(lead_days, c.perturbed_spread.mean("init_time"), label=f"perturbed-IC spread ({cfg.oracle.ic_perturbation_kelvin} K)")
+    ax.axhline(float(c.change_6h), color="k", ls=":", label="RMS 6-h change")
+    ax.set_yscale("log")
+    ax.set_xlabel("lead time [days]")
+    ax.set_title(field)
+axes[0].set_ylabel("area-weighted RMS [field units]")
+axes[0].legend(fontsize=8)
+plotting.savefig(fig, "data_predictability")
+ratio_6h = (curves.oracle_spread.sel(lead_time=np.timedelta64(6, "h")).mean("init_time") / curves.change_6h).to_series()
+ratio_6h
+
+# %% [markdown]
+# ## Effect of the stochastic forcing on the climate
+# Same world with the noise switched off: the forcing should leave the climate
+# Held–Suarez-like.
+
+# %%
+stochastic = heldsuarez.zonal_climate(cfg.world, cfg.climate)
+deterministic = heldsuarez.zonal_climate(dataclasses.replace(cfg.world, noise_amplitude=0.0), cfg.climate)
+fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+for label, clim in (("stochastic", stochastic), ("deterministic", deterministic)):
+    axes[0].plot(clim.latitude, clim.u_component_of_wind.sel(level=312.5), label=f"{label}, u at 312.5 hPa")
+    axes[1].plot(clim.latitude, clim.temperature.sel(level=812.5), label=f"{label}, T at 812.5 hPa")
+axes[0].set_ylabel("zonal-mean u [m/s]")
+axes[1].set_ylabel("zonal-mean T [K]")
+for ax in axes:
+    ax.set_xlabel("latitude [deg]")
+    ax.legend()
+fig.suptitle(f"days {cfg.climate.average_after_days:g}-{cfg.climate.n_days:g} of runs from rest, noise amplitude {cfg.world.noise_amplitude:g} vs 0")
+plotting.savefig(fig, "data_noise_effect")
+climate_jets = {
+    name: diagnostics.jet_peak(clim.u_component_of_wind.sel(level=312.5), "north")
+    for name, clim in (("stochastic", stochastic), ("deterministic", deterministic))
+}
+climate_jets
+
+# %% [markdown]
+# ## Real ERA5 sample, with coastlines drawn offline
+# Contains modified Copernicus Climate Change Service information (ERA5, ECMWF), CC-BY 4.0.
+# Left: the shipped 1-degree field; right: the same, coarsened conservatively to the
+# 64 x 32 model grid by the WeatherBench2 reader.
+
+# %%
+sample_era5 = era5.open_era5_sample()
+coarse = era5.regrid(sample_era5, era5.Grid.equiangular(64, 32))
+fig = plt.figure(figsize=(11, 3.8))
+for i, (data, title) in enumerate(((sample_era5, "ERA5 1 degree"), (coarse, "coarsened to 64 x 32"))):
+    ax = plotting.map_axes(fig, 1, 2, i + 1)
+    plotting.plot_map(data["2m_temperature"].isel(time=0), ax=ax, cmap="RdBu_r", coastlines=True)
+    ax.set_title(f"{title}, {str(data.time.values[0])[:16]}")
+plotting.savefig(fig, "data_era5_sample")
+
+# %% [markdown]
+# ## Numbers for the paper
+
+# %%
+write_values(
+    "01_data",
+    {
+        "dataJetNorthSpeed": f"{jets['north'][0]:.1f}",
+        "dataJetNorthLat": f"{jets['north'][1]:.1f}",
+        "dataJetSouthSpeed": f"{jets['south'][0]:.1f}",
+        "dataJetSouthLat": f"{-jets['south'][1]:.1f}",
+        "dataSpreadRatioT": f"{100 * ratio_6h['temperature@562.5']:.0f}",
+        "dataSpreadRatioU": f"{100 * ratio_6h['u_component_of_wind@312.5']:.0f}",
+        "dataNoiseAmplitude": f"{cfg.world.noise_amplitude:g}",
+        "dataJetStochastic": f"{climate_jets['stochastic'][0]:.1f}",
+        "dataJetDeterministic": f"{climate_jets['deterministic'][0]:.1f}",
+    },
+    profile=profile,
+)

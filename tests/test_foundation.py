@@ -1,0 +1,89 @@
+"""Configs, cache, values and the command line."""
+
+import dataclasses
+
+import pytest
+from typer.testing import CliRunner
+
+from druids import cache, cli, paths, values
+from druids.config import PROFILES, Config, config_hash, from_dict, get_config, to_dict
+
+
+def test_unknown_profile_lists_valid_ones():
+    with pytest.raises(ValueError, match="valid profiles are: smoke, default, gpu"):
+        get_config("fast")
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_config_round_trip_and_hash(profile):
+    cfg = get_config(profile)
+    assert from_dict(Config, to_dict(cfg)) == cfg
+    assert config_hash(cfg) == config_hash(get_config(profile))
+    changed = dataclasses.replace(cfg, world=dataclasses.replace(cfg.world, noise_amplitude=cfg.world.noise_amplitude + 1e-4))
+    assert config_hash(changed) != config_hash(cfg)
+
+
+def test_default_world_meets_the_design():
+    world = get_config("default").world
+    assert (world.truncation, world.n_levels, world.output_hours) == (21, 8, 6)
+    assert world.spinup_days >= 200 and world.noise_amplitude > 0
+
+
+def test_compute_or_load_computes_once_per_config(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return "payload"
+
+    def run(cfg):
+        return cache.compute_or_load(
+            "demo", cfg, compute, save=lambda v, p: p.write_text(v), load=lambda p: p.read_text(), suffix="txt", root=tmp_path
+        )
+
+    cfg = get_config("smoke")
+    assert run(cfg) == "payload" and run(cfg) == "payload"
+    assert len(calls) == 1
+    run(dataclasses.replace(cfg, seed=1))
+    assert len(calls) == 2
+    assert (tmp_path / "demo" / f"demo-{config_hash(cfg)}.txt.json").exists()
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    target = tmp_path / "artifact.txt"
+
+    def broken(tmp):
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        cache.atomic_write(target, broken)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_values_are_latex_macros(tmp_path):
+    path = values.write_values("01_data", {"dataJetSpeed": 28.456, "dataLabel": "x"}, profile="smoke", directory=tmp_path)
+    text = path.read_text()
+    assert "\\newcommand{\\dataJetSpeed}{28.5}" in text and "profile smoke" in text
+    with pytest.raises(ValueError, match="letters only"):
+        values.write_values("01_data", {"jet_1": 1.0}, profile="smoke", directory=tmp_path)
+
+
+def test_cli_lists_chapters_and_rejects_unknown_ones():
+    runner = CliRunner()
+    assert "01_data" in runner.invoke(cli.app, ["chapters"]).output
+    result = runner.invoke(cli.app, ["run", "99_nothing", "--profile", "smoke"])
+    assert result.exit_code != 0 and "unknown chapter" in result.output
+    result = runner.invoke(cli.app, ["run", "01_data", "--profile", "huge"])
+    assert result.exit_code != 0 and "valid profiles" in result.output
+
+
+def test_failing_chapter_names_chapter_and_cell(tmp_path, monkeypatch):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    (notebooks / "99_broken.py").write_text(
+        '# %% tags=["parameters"]\nprofile = "smoke"\nseed = 0\n\n# %%\nx = 1\n\n# %%\nraise RuntimeError("boom")\n'
+    )
+    monkeypatch.setattr(paths, "NOTEBOOKS", notebooks)
+    with pytest.raises(cli.ChapterFailed, match=r"chapter 99_broken failed in cell \d+ .*RuntimeError: boom"):
+        cli.execute_chapter("99_broken", "smoke", 0, output_dir=tmp_path / "out")

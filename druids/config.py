@@ -141,6 +141,53 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class TrainingConfig:
+    """Optimisation of the denoiser (``druids.training``).
+
+    AdamW with linear warm-up then cosine decay to ``lr * final_lr_fraction``;
+    gradient-norm clipping; EMA of the weights (used for sampling). ``bf16`` and
+    ``compile`` take effect on CUDA only.
+    """
+
+    batch_size: int = 16
+    n_steps: int = 2000
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    final_lr_fraction: float = 0.05
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    checkpoint_every: int = 250
+    val_every: int = 250
+    val_batches: int = 8
+    bf16: bool = False
+    compile: bool = False
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Reverse-diffusion sampler settings (``druids.sampling``).
+
+    Defaults: DPM-Solver++(2S) with GenCast's noise schedule and churn
+    (Price et al. 2025): 20 noise levels, sigma in [0.03, 80], rho = 7,
+    S_churn = 2.5, S_min = 0.75, S_max = inf, S_noise = 1.05.
+    """
+
+    sampler: str = "dpmpp_2s"
+    n_levels: int = 20
+    sigma_max: float = 80.0
+    sigma_min: float = 0.03
+    rho: float = 7.0
+    s_churn: float = 2.5
+    s_min: float = 0.75
+    s_max: float = float("inf")
+    s_noise: float = 1.05
+    n_members: int = 16
+    lead_steps: int = 40
+    member_batch: int = 16
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a chapter needs; one per profile."""
 
@@ -151,6 +198,8 @@ class Config:
     climate: ClimateConfig = field(default_factory=ClimateConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
 
 def _smoke() -> Config:
@@ -161,6 +210,8 @@ def _smoke() -> Config:
         climate=ClimateConfig(n_days=20.0, average_after_days=10.0),
         dataset=DatasetConfig(gap_days=0.5),
         model=ModelConfig(base_channels=8, channel_mults=(1, 2), blocks_per_level=1),
+        training=TrainingConfig(batch_size=4, n_steps=20, warmup_steps=4, checkpoint_every=10, val_every=10, val_batches=2),
+        sampling=SamplingConfig(n_levels=6, n_members=3, lead_steps=4, member_batch=3),
     )
 
 
@@ -175,6 +226,8 @@ def _gpu() -> Config:
         oracle=OracleConfig(n_members=50, n_perturbed_members=20, lead_days=15.0, n_init=8),
         climate=ClimateConfig(n_days=1000.0, average_after_days=200.0),
         model=ModelConfig(base_channels=64, channel_mults=(1, 2, 2, 4)),
+        training=TrainingConfig(batch_size=64, n_steps=50000, lr=4e-4, bf16=True, compile=True, checkpoint_every=2000, val_every=2000),
+        sampling=SamplingConfig(n_members=50, lead_steps=60, member_batch=50),
     )
 
 

@@ -5,6 +5,8 @@ export OMP_WAIT_POLICY ?= PASSIVE
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# kernels started by papermill/nbval must find the venv's python first
+export PATH := $(abspath $(BIN)):$(PATH)
 PROFILE ?= default
 NBVAL_DIR := build/nbval
 CHAPTERS := $(basename $(notdir $(wildcard notebooks/[0-9][0-9]_*.py)))

@@ -102,11 +102,12 @@ jets
 # %%
 sample = ds.isel(time=slice(0, None, max(1, ds.sizes["time"] // 100))).load()
 spectrum = diagnostics.kinetic_energy_spectrum(sample.u_component_of_wind, sample.v_component_of_wind).mean("time")
+spectrum = spectrum.sel(zonal_wavenumber=slice(0, cfg.world.truncation))  # zero beyond the truncation
 fig, ax = plt.subplots(figsize=(5.5, 4))
 for level in (312.5, 562.5, 812.5):
     plotting.plot_spectrum(spectrum.sel(level=level, method="nearest").rename(f"{level:g} hPa"), ax=ax, label=f"{level:g} hPa")
-k = np.arange(6, 22)
-ax.loglog(k, 300 * (k / 6.0) ** -3, "k--", lw=0.8, label="k^-3")
+k = np.arange(8, cfg.world.truncation + 1)
+ax.loglog(k, float(spectrum.sel(level=312.5, zonal_wavenumber=8)) * (k / 8.0) ** -3.0, "k--", lw=0.8, label="k^-3")
 ax.set_ylabel("kinetic energy [m2 s-2]")
 ax.legend()
 plotting.savefig(fig, "data_ke_spectrum")

@@ -149,3 +149,18 @@ def test_unknown_truncation_is_a_clear_error():
 
 def test_jax_runs_on_cpu_in_tests():
     assert jax.default_backend() == "cpu"
+
+
+def test_oracle_ensemble_is_calibrated(smoke_store, smoke_config):
+    """The saved truth is one more draw of the oracle distribution: a member's squared error
+    against it is, on average, twice the ensemble variance (statistical exchangeability)."""
+    cfg = smoke_config.world
+    start, n_steps = 2, 8
+    ens = heldsuarez.oracle_ensemble(cfg, start, n_members=4, n_steps=n_steps, seed=11).isel(lead_time=slice(4, None))
+    truth = xr.open_zarr(smoke_store).isel(time=slice(start + 4, start + n_steps + 1)).load()
+    for name in ("temperature", "u_component_of_wind"):
+        members = ens[name].values
+        squared_error = ((members - truth[name].values[None]) ** 2).mean()
+        variance = members.var(axis=0, ddof=1).mean()
+        ratio = squared_error / (2 * variance)
+        assert 0.7 < ratio < 1.4, name

@@ -147,9 +147,17 @@ class TrainingConfig:
     AdamW with linear warm-up then cosine decay to ``lr * final_lr_fraction``;
     gradient-norm clipping; EMA of the weights (used for sampling). ``bf16`` and
     ``compile`` take effect on CUDA only.
+
+    ``batch_size`` is the global batch (over all processes). ``micro_batch``:
+    samples per forward/backward pass; the global batch is cut into
+    micro-batches whose gradients are accumulated, and each micro-batch draws its
+    noise from its own seed, so a run gives the same weights on any number of
+    processes that divides ``batch_size / micro_batch``. None: one micro-batch
+    per process. ``val_batches`` batches of ``batch_size`` validation samples.
     """
 
     batch_size: int = 16
+    micro_batch: int | None = None
     n_steps: int = 2000
     lr: float = 3e-4
     weight_decay: float = 1e-4
@@ -171,6 +179,9 @@ class SamplingConfig:
     Defaults: DPM-Solver++(2S) with GenCast's noise schedule and churn
     (Price et al. 2025): 20 noise levels, sigma in [0.03, 80], rho = 7,
     S_churn = 2.5, S_min = 0.75, S_max = inf, S_noise = 1.05.
+    Samplers: "edm", "dpmpp_2s", "flow_euler", "flow_heun", "flow_sde"; flow
+    samplers take ``n_levels`` uniform steps in interpolant time, and
+    ``flow_diffusion`` scales the noise of "flow_sde" (0 = the ODE).
     """
 
     sampler: str = "dpmpp_2s"
@@ -185,6 +196,7 @@ class SamplingConfig:
     n_members: int = 16
     lead_steps: int = 40
     member_batch: int = 16
+    flow_diffusion: float = 1.0
 
 
 @dataclass(frozen=True)

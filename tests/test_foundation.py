@@ -87,3 +87,13 @@ def test_failing_chapter_names_chapter_and_cell(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "NOTEBOOKS", notebooks)
     with pytest.raises(cli.ChapterFailed, match=r"chapter 99_broken failed in cell \d+ .*RuntimeError: boom"):
         cli.execute_chapter("99_broken", "smoke", 0, output_dir=tmp_path / "out")
+
+
+def test_network_is_blocked_in_tests():
+    """pytest-socket (pyproject addopts) lets tests reach only this machine."""
+    import socket
+
+    from pytest_socket import SocketConnectBlockedError
+
+    with pytest.raises(SocketConnectBlockedError):
+        socket.create_connection(("192.0.2.1", 80), timeout=1)  # TEST-NET-1: never routed

@@ -495,17 +495,23 @@ def default_member_batch() -> int:
     return 1 if jax.default_backend() == "cpu" else 64
 
 
-def _ensemble_dataset(world, initial_state, trajectories, init_time, n_steps) -> xr.Dataset:
-    """Grid fields of member trajectories with lead 0 = the initial state."""
-    members = []
-    lead_hours = np.arange(n_steps + 1) * world.cfg.output_hours
-    for k in range(trajectories.vorticity.shape[0]):
-        member = jax.tree.map(lambda x, x0: jnp.concatenate([x0[None], x[k]]), trajectories, initial_state)
-        members.append(world.to_dataset(member, np.full(n_steps + 1, init_time)))
-    ds = xr.concat(members, dim="member").rename(time="lead_time")
-    ds = ds.assign_coords(lead_time=("lead_time", lead_hours.astype("timedelta64[h]").astype("timedelta64[ns]")), init_time=init_time)
-    ds["member"] = np.arange(len(members))
-    return ds
+def _ensemble_dataset(world, initial_states, trajectories, init_time, n_steps) -> xr.Dataset:
+    """Grid fields of member trajectories (member, lead, ...) with lead 0 = each member's initial state.
+
+    All members and leads are converted in one batched call.
+    """
+    stacked = jax.tree.map(lambda *x: jnp.stack(x), *initial_states)
+    both = jax.tree.map(lambda x0, x: jnp.concatenate([x0[:, None], x], axis=1), stacked, trajectories)
+    n_members, n_leads = both.vorticity.shape[:2]
+    flat = jax.tree.map(lambda x: x.reshape(n_members * n_leads, *x.shape[2:]), both)
+    grid = world.to_dataset(flat, np.full(n_members * n_leads, init_time))
+    lead_time = (np.arange(n_steps + 1) * world.cfg.output_hours).astype("timedelta64[h]").astype("timedelta64[ns]")
+    data_vars = {
+        name: (("member", "lead_time", *var.dims[1:]), var.values.reshape(n_members, n_leads, *var.shape[1:]), var.attrs)
+        for name, var in grid.data_vars.items()
+    }
+    coords = {k: v for k, v in grid.coords.items() if k != "time"}
+    return xr.Dataset(data_vars, coords={**coords, "member": np.arange(n_members), "lead_time": lead_time, "init_time": init_time})
 
 
 def oracle_ensemble(
@@ -530,7 +536,7 @@ def oracle_ensemble(
     keys = [world.noise_key(seed, "oracle", k) for k in range(n_members)]
     batch = default_member_batch() if member_batch is None else member_batch
     traj = _run_members(world, [state] * n_members, keys, _step_index(world, init_time), n_steps, 1.0, batch)
-    ds = _ensemble_dataset(world, state, traj, init_time, n_steps)
+    ds = _ensemble_dataset(world, [state] * n_members, traj, init_time, n_steps)
     ds.attrs.update(kind="oracle ensemble", seed=seed, world_config_hash=config_hash(cfg))
     return ds
 
@@ -567,10 +573,6 @@ def perturbed_ic_ensemble(
     keys = [world.noise_key(seed, "oracle", k) for k in range(n_members)]
     batch = default_member_batch() if member_batch is None else member_batch
     traj = _run_members(world, initial_states, keys, _step_index(world, init_time), n_steps, float(stochastic), batch)
-    members = [
-        _ensemble_dataset(world, initial_states[k], jax.tree.map(lambda x: x[k : k + 1], traj), init_time, n_steps)
-        for k in range(n_members)
-    ]
-    ds = xr.concat(members, dim="member").assign_coords(member=np.arange(n_members))
+    ds = _ensemble_dataset(world, initial_states, traj, init_time, n_steps)
     ds.attrs.update(kind="perturbed-IC ensemble", seed=seed, perturbation_kelvin=perturbation_kelvin, stochastic=int(stochastic))
     return ds

@@ -1,0 +1,77 @@
+"""Forecast verification: errors against the truth and reference forecasts.
+
+Conventions (WeatherBench2): RMSE = sqrt of the area-weighted (cos latitude,
+``dataset.area_weights``) mean squared error over latitude, longitude and
+initial times; an ensemble is scored through its mean. Scores come from the
+``scores`` library (Leeuwenburg et al. 2024), not re-implemented here.
+
+Forecast layout: dims (init_time, [member,] lead_time, [level,] latitude,
+longitude); truth layout: the data store's (time, [level,] latitude, longitude).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scores
+import xarray as xr
+
+from druids.data.dataset import area_weights
+
+SPATIAL = ("latitude", "longitude")
+
+
+def verifying_truth(forecast: xr.Dataset | xr.DataArray, truth: xr.Dataset | xr.DataArray):
+    """The truth at each forecast's valid time, dims (init_time, lead_time, ...)."""
+    valid = forecast.init_time + forecast.lead_time
+    missing = np.setdiff1d(valid.values.ravel(), truth.time.values)
+    if missing.size:
+        raise ValueError(f"the truth lacks {missing.size} valid times, e.g. {missing[0]}; shorten the lead or move the initial times")
+    return truth.sel(time=valid).drop_vars("time")
+
+
+def persistence(forecast: xr.Dataset | xr.DataArray, truth: xr.Dataset | xr.DataArray):
+    """Persistence forecast: the state at initial time for every lead, dims (init_time, lead_time, ...)."""
+    initial = truth.sel(time=forecast.init_time).drop_vars("time")
+    return initial.expand_dims(lead_time=forecast.lead_time).transpose("init_time", "lead_time", ...)
+
+
+def rmse(forecast: xr.DataArray, truth: xr.DataArray, over: tuple[str, ...] = ("init_time", *SPATIAL)) -> xr.DataArray:
+    """Area-weighted RMSE over ``over`` (``scores.continuous.rmse``); an ensemble's mean is scored."""
+    if "member" in forecast.dims:
+        forecast = forecast.mean("member")
+    weights = area_weights(forecast.latitude)
+    return scores.continuous.rmse(forecast, truth, reduce_dims=list(over), weights=weights)
+
+
+def skill_table(
+    forecast: xr.Dataset,
+    truth: xr.Dataset,
+    climatology: xr.Dataset,
+    fields: list[tuple[str, float | None]],
+    leads_hours: list[int],
+) -> pd.DataFrame:
+    """RMSE of the ensemble mean, persistence and climatology per field and lead.
+
+    ``fields``: (variable, level or None). ``climatology``: a time-mean state
+    (level, latitude, longitude), e.g. the training-split mean. Rows: field and
+    lead (hours); columns: ``model``, ``persistence``, ``climatology`` (field units).
+    """
+    leads = np.array(leads_hours, dtype="timedelta64[h]").astype("timedelta64[ns]")
+    forecast = forecast.sel(lead_time=leads)
+    observed = verifying_truth(forecast, truth)
+    persisted = persistence(forecast, truth)
+    rows = []
+    for name, level in fields:
+        def pick(ds):
+            return ds[name] if level is None else ds[name].sel(level=level)
+
+        scored = {
+            "model": rmse(pick(forecast), pick(observed)),
+            "persistence": rmse(pick(persisted), pick(observed)),
+            "climatology": rmse(pick(climatology).broadcast_like(pick(observed)), pick(observed)),
+        }
+        label = name if level is None else f"{name}@{level:g}"
+        for lead in leads_hours:
+            rows.append({"field": label, "lead_hours": lead, **{k: float(v.sel(lead_time=np.timedelta64(lead, "h"))) for k, v in scored.items()}})
+    return pd.DataFrame(rows).set_index(["field", "lead_hours"])

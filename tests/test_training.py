@@ -1,0 +1,187 @@
+"""Tests of druids.training on the smoke world: a run and its metrics, cached runs,
+checkpoint config checks, exact resume, EMA, the learning-rate schedule, batch
+order, and two-process DDP (gloo) against one process."""
+
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from druids import training
+from druids.config import TrainingConfig, get_config, to_dict
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: as fast on a busy 2-core machine, and the same arithmetic as the DDP workers."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def smoke_cfg():
+    return get_config("smoke")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(smoke_store, smoke_cfg, tmp_path_factory):
+    """The smoke profile's run, trained once into a temporary run directory."""
+    return training.train(smoke_cfg, tmp_path_factory.mktemp("run") / "edm", progress=False)
+
+
+def metric_lines(run_dir):
+    return (run_dir / training.METRICS).read_text().splitlines()
+
+
+def test_smoke_run_trains_and_logs(smoke_run, smoke_cfg):
+    tc = smoke_cfg.training
+    assert smoke_run.step == smoke_run.steps_run == tc.n_steps
+    assert (smoke_run.run_dir / training.CHECKPOINT).exists()
+    assert json.loads((smoke_run.run_dir / "config.json").read_text())["model"] == to_dict(smoke_cfg.model)
+    metrics = training.read_metrics(smoke_run.run_dir)
+    train = metrics[metrics.kind == "train"]
+    assert train.step.tolist() == list(range(1, tc.n_steps + 1))
+    assert np.isfinite(train[["loss", "lr", "grad_norm"]].to_numpy()).all() and (train.samples_per_s > 0).all()
+    # the logged learning rate follows the schedule
+    expected_lr = [tc.lr * training.lr_factor(s - 1, tc) for s in train.step]
+    np.testing.assert_allclose(train.lr, expected_lr, rtol=1e-12)
+    val = metrics[metrics.kind == "val"]
+    assert sorted(set(val.step)) == list(range(tc.val_every, tc.n_steps + 1, tc.val_every))
+    last = val[val.step == tc.n_steps]
+    np.testing.assert_allclose(last.sigma, training.validation_sigmas(smoke_cfg.model))
+    assert np.isfinite(last.val_mse).all()
+    # denoising error grows with the noise level: tiny at sigma_min, about the target variance at sigma_max
+    assert last.val_mse.iloc[0] < 0.01 < 0.5 < last.val_mse.iloc[-1]
+
+
+def test_ema_differs_from_raw_weights(smoke_run):
+    pairs = zip(smoke_run.ema.parameters(), smoke_run.model.parameters(), strict=True)
+    assert not all(torch.equal(e, p) for e, p in pairs)
+    assert not any(p.requires_grad for p in smoke_run.ema.parameters())
+
+
+def test_finished_run_is_loaded_without_training(smoke_run, smoke_cfg):
+    lines = metric_lines(smoke_run.run_dir)
+    ema, stats, metrics = training.load_trained(smoke_cfg, smoke_run.run_dir, progress=False)
+    assert metric_lines(smoke_run.run_dir) == lines
+    assert len(metrics) == len(training.read_metrics(smoke_run.run_dir))
+    for name, value in smoke_run.ema.state_dict().items():
+        assert torch.equal(ema.state_dict()[name], value), name
+    n = len(stats.channel_names)
+    y = torch.randn(2, n, 32, 64)
+    c = torch.randn(2, n + 4, 32, 64)
+    with torch.no_grad():
+        assert ema.denoise(y, c, 1.0).shape == y.shape
+
+
+def test_checkpoint_of_another_config_names_the_fields(smoke_run, smoke_cfg):
+    other = dataclasses.replace(
+        smoke_cfg,
+        model=dataclasses.replace(smoke_cfg.model, base_channels=16),
+        training=dataclasses.replace(smoke_cfg.training, weight_decay=0.5),
+    )
+    fields = rf"model\.base_channels: 8 != 16; training\.weight_decay: {smoke_cfg.training.weight_decay} != 0\.5"
+    with pytest.raises(ValueError, match=fields):
+        training.train(other, smoke_run.run_dir, progress=False)
+
+
+def test_unreadable_checkpoint_names_the_file(smoke_store, smoke_cfg, tmp_path):
+    (tmp_path / training.CHECKPOINT).write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"Cannot read checkpoint .*checkpoint\.pt: corrupt.* Delete it"):
+        training.train(smoke_cfg, tmp_path, progress=False)
+
+
+def test_resume_after_kill_gives_identical_weights(smoke_run, smoke_cfg, tmp_path):
+    tc = smoke_cfg.training
+    killed_at = tc.checkpoint_every + 3  # the last checkpoint is 3 steps older
+    partial = training.train(smoke_cfg, tmp_path, progress=False, stop_after=killed_at)
+    assert partial.step == killed_at
+    assert len(metric_lines(tmp_path)) > killed_at  # steps logged after the checkpoint, to be dropped
+    resumed = training.train(smoke_cfg, tmp_path, progress=False)
+    assert resumed.steps_run == tc.n_steps - tc.checkpoint_every
+    for mine, reference in ((resumed.model, smoke_run.model), (resumed.ema, smoke_run.ema)):
+        for name, value in reference.state_dict().items():
+            assert torch.equal(mine.state_dict()[name], value), name
+    # the same records (without the steps logged after the last checkpoint twice); speeds differ
+    pd.testing.assert_frame_equal(
+        training.read_metrics(tmp_path).drop(columns="samples_per_s"),
+        training.read_metrics(smoke_run.run_dir).drop(columns="samples_per_s"),
+    )
+
+
+def test_ema_follows_the_formula():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    ema = nn.Linear(3, 2)
+    ema.load_state_dict(model.state_dict())
+    expected = [p.detach().clone() for p in model.parameters()]
+    for step in range(1, 6):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+        decay = training.ema_decay(step, 0.999)
+        assert decay == min(0.999, (1 + step) / (10 + step))
+        training.update_ema(ema, model, decay)
+        expected = [decay * e + (1 - decay) * p.detach() for e, p in zip(expected, model.parameters())]
+    for e, p in zip(expected, ema.parameters()):
+        torch.testing.assert_close(p.detach(), e)
+    assert training.ema_decay(10_000, 0.999) == 0.999
+
+
+def test_lr_schedule_warms_up_then_decays_to_the_floor():
+    tc = TrainingConfig(n_steps=100, warmup_steps=10, final_lr_fraction=0.1)
+    factors = np.array([training.lr_factor(s, tc) for s in range(tc.n_steps)])
+    np.testing.assert_allclose(factors[:10], np.arange(1, 11) / 10)  # linear warm-up to 1
+    assert factors[10] == 1.0 and factors[-1] == pytest.approx(0.1)
+    assert (np.diff(factors[10:]) < 0).all()
+    middle = 10 + (tc.n_steps - 1 - 10) / 2  # cosine: half-way down at mid-decay
+    assert training.lr_factor(math.floor(middle), tc) > 0.55 > training.lr_factor(math.ceil(middle), tc)
+
+
+def test_batch_order_is_reproducible_and_covers_each_epoch():
+    n, batch = 10, 4
+    first = np.concatenate([training.batch_indices(0, s, batch, n) for s in range(5)])  # two epochs
+    assert sorted(first[:n]) == list(range(n)) and sorted(first[n:]) == list(range(n))
+    assert not np.array_equal(first[:n], first[n:])
+    np.testing.assert_array_equal(training.batch_indices(0, 3, batch, n), first[12:16])
+    assert not np.array_equal(training.batch_indices(1, 0, batch, n), first[:batch])
+
+
+def test_micro_batches_share_the_global_batch():
+    tc = TrainingConfig(batch_size=8, micro_batch=2)
+    assert training.micro_batches(tc, 1, 0) == [(0, 0, 2), (1, 2, 4), (2, 4, 6), (3, 6, 8)]
+    assert training.micro_batches(tc, 2, 1) == [(2, 4, 6), (3, 6, 8)]
+    assert training.micro_batches(TrainingConfig(batch_size=8), 2, 1) == [(1, 4, 8)]
+    with pytest.raises(ValueError, match="batch_size=8 cannot be cut"):
+        training.micro_batches(TrainingConfig(batch_size=8, micro_batch=3), 1, 0)
+
+
+def test_two_ddp_processes_match_one(smoke_store, smoke_cfg, tmp_path):
+    """torchrun with 2 gloo workers and the same global batch gives the one-process loss curve and weights."""
+    tc = dataclasses.replace(
+        smoke_cfg.training, batch_size=4, micro_batch=2, n_steps=6, warmup_steps=2, checkpoint_every=6, val_every=6
+    )
+    cfg = dataclasses.replace(smoke_cfg, training=tc)
+    one = training.train(cfg, tmp_path / "one", progress=False)
+    config_file = tmp_path / "config.json"
+    config_file.write_text(json.dumps(to_dict(cfg)))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command += ["-m", "druids.training", "--config", str(config_file), "--run-dir", str(tmp_path / "two"), "--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = training.load_trained(cfg, tmp_path / "two", progress=False)
+    losses = {name: training.read_metrics(tmp_path / name).query("kind == 'train'").loss for name in ("one", "two")}
+    np.testing.assert_allclose(losses["two"], losses["one"], rtol=1e-5)
+    for name, value in one.ema.state_dict().items():
+        torch.testing.assert_close(two[0].state_dict()[name], value, rtol=1e-5, atol=1e-6)

@@ -75,3 +75,39 @@ def skill_table(
         for lead in leads_hours:
             rows.append({"field": label, "lead_hours": lead, **{k: float(v.sel(lead_time=np.timedelta64(lead, "h"))) for k, v in scored.items()}})
     return pd.DataFrame(rows).set_index(["field", "lead_hours"])
+
+
+#: Fields of the quick skill check: mid-level temperature and jet-level winds.
+SKILL_FIELDS = [("temperature", 562.5), ("u_component_of_wind", 312.5), ("v_component_of_wind", 312.5)]
+
+
+def forecast_skill(denoiser, stats, data: xr.Dataset, cfg, progress: bool = True) -> tuple[xr.Dataset, pd.DataFrame]:
+    """Quick ensemble forecasts from the test split and their skill table (chapter 02).
+
+    ``cfg`` is a :class:`druids.config.Config`; ``cfg.skill`` sets the number of
+    initial times (evenly spaced over the test split), members and sampler
+    noise levels. Climatology is the training split's time mean per grid point.
+    Returns the forecast and :func:`skill_table`.
+    """
+    import dataclasses
+
+    from druids.data.dataset import time_splits
+    from druids.sampling import forecast
+
+    splits = time_splits(data.time.values, cfg.dataset.split_fractions, cfg.dataset.gap_days)
+    test = data.isel(time=splits["test"])
+    max_steps = max(cfg.skill.leads_hours) // cfg.world.output_hours
+    history = cfg.dataset.history
+    last = test.sizes["time"] - 1 - max_steps
+    if last < history - 1:
+        raise ValueError(f"the test split ({test.sizes['time']} times) is too short for {max_steps}-step forecasts")
+    starts = np.unique(np.linspace(history - 1, last, cfg.skill.n_init).round().astype(int))
+    needed = sorted({int(i - h) for i in starts for h in range(history)})
+    sampling = dataclasses.replace(cfg.sampling, n_levels=cfg.skill.n_levels, member_batch=cfg.skill.n_members)
+    fc = forecast(
+        denoiser, stats, test.isel(time=needed).load(), cfg.skill.n_members, max_steps, sampling, cfg.dataset,
+        seed=cfg.seed, progress=progress,
+    )
+    fc = fc.sel(init_time=test.time.values[starts])
+    climatology = data.isel(time=splits["train"]).mean("time").load()
+    return fc, skill_table(fc, test.load(), climatology, SKILL_FIELDS, list(cfg.skill.leads_hours))

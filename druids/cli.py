@@ -1,4 +1,4 @@
-"""Command line: ``druids run [CHAPTER...] --profile P``, ``druids generate``, ``druids chapters``.
+"""Command line: ``druids run [CHAPTER...] --profile P``, ``druids generate``, ``druids train``, ``druids chapters``.
 
 Chapters are the py:percent notebooks ``notebooks/<stem>.py``. ``run`` converts
 each with jupytext and executes it with papermill (parameters ``profile`` and
@@ -107,6 +107,25 @@ def generate(
     cfg = get_config(_check_profile(profile), seed=seed)
     path = heldsuarez.generate(cfg.world)
     typer.echo(str(path))
+
+
+@app.command()
+def train(
+    profile: str = typer.Option("default", help=f"one of {', '.join(PROFILES)}"),
+    objective: str = typer.Option("edm", help="edm or flow"),
+    seed: int = typer.Option(None, help="override the profile's seed"),
+    device: str = typer.Option("auto", help="auto, cpu or cuda"),
+) -> None:
+    """Train (or resume, or load if finished) the profile's denoiser; prints the run directory."""
+    import dataclasses
+
+    from druids import training
+
+    cfg = get_config(_check_profile(profile), seed=seed)
+    if objective not in ("edm", "flow"):
+        raise typer.BadParameter(f"objective must be edm or flow, not {objective!r}", param_hint="--objective")
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, objective=objective))
+    typer.echo(str(training.train(cfg, device=device).run_dir))
 
 
 @app.command()

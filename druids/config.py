@@ -202,6 +202,17 @@ class SamplingConfig:
 
 
 @dataclass(frozen=True)
+class SkillConfig:
+    """The quick forecast-skill check of chapter 02: a few test-split initial
+    times, a small ensemble and a cheap sampler (``n_levels`` noise levels)."""
+
+    n_init: int = 8
+    n_members: int = 8
+    n_levels: int = 10
+    leads_hours: tuple[int, ...] = (6, 24)
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything a chapter needs; one per profile."""
 
@@ -214,6 +225,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    skill: SkillConfig = field(default_factory=SkillConfig)
 
 
 def _smoke() -> Config:
@@ -226,6 +238,7 @@ def _smoke() -> Config:
         model=ModelConfig(base_channels=8, channel_mults=(1, 2), blocks_per_level=1),
         training=TrainingConfig(batch_size=4, n_steps=20, warmup_steps=4, checkpoint_every=10, val_every=10, val_batches=2),
         sampling=SamplingConfig(n_levels=6, n_members=3, lead_steps=4, member_batch=3),
+        skill=SkillConfig(n_init=2, n_members=2, n_levels=4),
     )
 
 
@@ -252,6 +265,7 @@ def _gpu() -> Config:
             val_batches=8,
         ),
         sampling=SamplingConfig(n_members=50, lead_steps=60, member_batch=50),
+        skill=SkillConfig(n_init=32, n_members=16, n_levels=20),
     )
 
 

@@ -446,3 +446,26 @@ def build_denoiser(
         sigma_max=model_cfg.sigma_max,
         rho=model_cfg.rho,
     )
+
+
+@torch.no_grad()
+def homogeneity_error(denoiser: Denoiser, y: torch.Tensor, c: torch.Tensor, sigma: torch.Tensor, scales) -> np.ndarray:
+    """Relative error ||D(a y, a c) - a D(y, c)|| / ||a D(y, c)|| for each scale ``a`` (0 for a bias-free net)."""
+    base = denoiser.denoise(y, c, sigma)
+    errors = [
+        float(torch.linalg.vector_norm(denoiser.denoise(a * y, a * c, sigma) - a * base) / torch.linalg.vector_norm(a * base))
+        for a in scales
+    ]
+    return np.asarray(errors)
+
+
+@torch.no_grad()
+def denoise_at_levels(denoiser: Denoiser, x0: torch.Tensor, c: torch.Tensor, sigmas, generator: torch.Generator):
+    """Noisy inputs y = x0 + sigma * eps and their denoised estimates, for one sample.
+
+    ``x0`` (C, H, W), ``c`` (Cc, H, W); returns two tensors (len(sigmas), C, H, W).
+    """
+    sigma = torch.as_tensor(np.asarray(sigmas), dtype=x0.dtype)
+    eps = torch.randn((len(sigma), *x0.shape), generator=generator, dtype=x0.dtype)
+    noisy = x0[None] + sigma[:, None, None, None] * eps
+    return noisy, denoiser.denoise(noisy, c[None].expand(len(sigma), *c.shape), sigma)

@@ -231,3 +231,19 @@ def test_build_denoiser_and_config_errors():
     net = UNet(4, 2, ModelConfig(base_channels=4, channel_mults=(1, 1, 1, 1), blocks_per_level=1))
     with pytest.raises(ValueError, match="downsampling"):
         net(torch.zeros(1, 4, 12, 32), torch.zeros(1))
+
+
+def test_homogeneity_error_helper_separates_bias_free_from_biased():
+    torch.manual_seed(0)
+    lat = torch.linspace(-80, 80, 32)
+    small = dict(base_channels=4, channel_mults=(1, 2), blocks_per_level=1)
+    free = build_denoiser(ModelConfig(**small), 2, 3, lat).double()
+    biased = build_denoiser(ModelConfig(**small, bias_free=False, activation="silu"), 2, 3, lat).double()
+    y, c = torch.randn(1, 2, 32, 64, dtype=torch.float64), torch.randn(1, 3, 32, 64, dtype=torch.float64)
+    sigma = torch.tensor([0.7], dtype=torch.float64)
+    from druids.models import denoise_at_levels, homogeneity_error
+
+    assert homogeneity_error(free, y, c, sigma, [0.5, 3.0]).max() < 1e-10
+    assert homogeneity_error(biased, y, c, sigma, [0.5, 3.0]).max() > 1e-4
+    noisy, denoised = denoise_at_levels(free, y[0], c[0], [0.1, 1.0], torch.Generator().manual_seed(0))
+    assert noisy.shape == denoised.shape == (2, 2, 32, 64)

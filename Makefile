@@ -39,8 +39,9 @@ test: setup
 paper: setup
 	cd paper && (command -v latexmk >/dev/null && latexmk -pdf -interaction=nonstopmode main.tex || echo "latexmk not found: figures are in paper/figures, values in paper/values")
 
+# Benchmarks (not tests): JSON beside each script; copy the numbers into bench/RESULTS.md.
 bench: setup
-	$(BIN)/python bench/data_generation.py
+	for script in bench/*.py; do $(BIN)/python $$script || exit 1; done
 
 clean:
 	rm -rf build paper/figures/*.png paper/figures/*.pdf paper/values/*.tex .cache

@@ -33,3 +33,15 @@ def smoke_store(smoke_config):
     from druids.data import heldsuarez
 
     return heldsuarez.generate(smoke_config.world, progress=False)
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """One intra-op thread for tiny tensors: OpenMP overhead dominates on a busy 2-core machine,
+    and it is the same arithmetic as the single-threaded DDP workers."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -20,20 +20,16 @@ from druids.models import (
 )
 
 # torch's own forward-mode decompositions still call torch.jit.script.
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 
 N_TARGET, N_COND, H, W = 3, 2, 16, 32
 LATITUDES = np.linspace(-90 + 90 / H, 90 - 90 / H, H)
 TINY = ModelConfig(base_channels=8, channel_mults=(1, 2, 2), blocks_per_level=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP overhead (severe on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [
+    pytest.mark.usefixtures("torch_one_thread"),
+    pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning"),
+]
 
 
 def make(objective="edm", bias_free=True, dtype=torch.float64, seed=0):

@@ -35,13 +35,7 @@ NFE = {"edm": lambda n: 2 * n - 1, "dpmpp_2s": lambda n: 2 * n - 1, "flow_euler"
        "flow_heun": lambda n: 2 * n - 1, "flow_sde": lambda n: n}  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP overhead on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 # ------------------------------------------------------------------ helpers

@@ -19,13 +19,7 @@ from druids import training
 from druids.config import TrainingConfig, get_config, to_dict
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: as fast on a busy 2-core machine, and the same arithmetic as the DDP workers."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

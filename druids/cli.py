@@ -8,6 +8,8 @@ stops the run with the chapter and cell named.
 
 from __future__ import annotations
 
+import sys
+import time
 from pathlib import Path
 
 import typer
@@ -41,8 +43,11 @@ def _check_profile(profile: str) -> str:
     return profile
 
 
-def execute_chapter(stem: str, profile: str, seed: int, output_dir: Path | None = None) -> Path:
-    """Execute one chapter with papermill; return the executed notebook's path."""
+def execute_chapter(stem: str, profile: str, seed: int, output_dir: Path | None = None, stream: bool = False) -> Path:
+    """Execute one chapter with papermill; return the executed notebook's path.
+
+    ``stream``: echo the cells' stdout/stderr (progress bars included) while they run.
+    """
     import jupytext
     import papermill
 
@@ -60,8 +65,9 @@ def execute_chapter(stem: str, profile: str, seed: int, output_dir: Path | None 
             parameters={"profile": profile, "seed": seed},
             cwd=str(paths.NOTEBOOKS),
             kernel_name="python3",
-            progress_bar=False,
-            log_output=False,
+            progress_bar=stream,
+            stdout_file=sys.stdout if stream else None,
+            stderr_file=sys.stderr if stream else None,
         )
     except papermill.PapermillExecutionError as err:
         raise ChapterFailed(stem, err) from None
@@ -88,12 +94,14 @@ def run(
     profile = _check_profile(profile)
     for stem in _resolve(chapters or []):
         typer.echo(f"[druids] running chapter {stem} (profile {profile})")
+        start = time.perf_counter()
         try:
-            out = execute_chapter(stem, profile, seed)
+            out = execute_chapter(stem, profile, seed, stream=True)
         except ChapterFailed as err:
             typer.echo(f"[druids] {err}", err=True)
             raise typer.Exit(1) from None
-        typer.echo(f"[druids] executed notebook: {out.relative_to(paths.ROOT) if out.is_relative_to(paths.ROOT) else out}")
+        shown = out.relative_to(paths.ROOT) if out.is_relative_to(paths.ROOT) else out
+        typer.echo(f"[druids] chapter {stem} done in {time.perf_counter() - start:.0f} s; executed notebook: {shown}")
 
 
 @app.command()

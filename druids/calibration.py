@@ -111,3 +111,53 @@ def forecast_skill(denoiser, stats, data: xr.Dataset, cfg, progress: bool = True
     fc = fc.sel(init_time=test.time.values[starts])
     climatology = data.isel(time=splits["train"]).mean("time").load()
     return fc, skill_table(fc, test.load(), climatology, SKILL_FIELDS, list(cfg.skill.leads_hours))
+
+
+# ----------------------------------------------------------- spread and skill
+
+
+def field_stack(ds: xr.Dataset, fields: list[tuple[str, float | None]]) -> xr.DataArray:
+    """The ``fields`` (variable, level or None) of ``ds`` stacked along a ``field`` dim named ``variable@level``."""
+    parts = [ds[name] if level is None else ds[name].sel(level=level, drop=True) for name, level in fields]
+    names = [name if level is None else f"{name}@{level:g}" for name, level in fields]
+    parts = [part.drop_vars([c for c in part.coords if c not in part.dims]) for part in parts]
+    return xr.concat(parts, dim="field", join="exact").assign_coords(field=names)
+
+
+def spread_skill(forecast: xr.Dataset, truth: xr.Dataset, fields: list[tuple[str, float | None]]) -> xr.Dataset:
+    """Ensemble spread and ensemble-mean RMSE against the truth, per field and lead time.
+
+    ``forecast``: dims (init_time, member, lead_time, [level,] latitude, longitude);
+    ``truth``: the data store's layout (time, ...). With ``w`` the area weights
+    (``dataset.area_weights``), averages over latitude, longitude and initial times:
+
+    * ``spread`` = sqrt(mean of the unbiased (ddof = 1) ensemble variance), the
+      WeatherBench2 convention, without the sqrt((M + 1) / M) finite-ensemble
+      factor that a spread-skill ratio of M members applies;
+    * ``rmse`` = :func:`rmse` of the ensemble mean.
+
+    Returns a Dataset with dims (field, lead_time), field units.
+    """
+    ensemble = field_stack(forecast, fields)
+    observed = field_stack(verifying_truth(forecast, truth), fields)
+    weights = area_weights(ensemble.latitude)
+    variance = ensemble.var("member", ddof=1).weighted(weights).mean(["init_time", *SPATIAL])
+    return xr.Dataset({"spread": np.sqrt(variance), "rmse": rmse(ensemble, observed)}).assign_attrs(
+        n_members=ensemble.sizes["member"]
+    )
+
+
+def oracle_forecast(world, init_times, n_members: int, n_steps: int, seed: int, variables=None) -> xr.Dataset:
+    """Oracle ensembles (``heldsuarez.oracle_ensemble``) from ``init_times`` in the model forecast layout.
+
+    Dims (init_time, member, lead_time, [level,] latitude, longitude), physical
+    units; ``variables`` (default: all) keeps those of a model forecast.
+    """
+    from druids.data import heldsuarez
+
+    parts = []
+    for time in np.asarray(init_times, dtype="datetime64[ns]"):
+        ens = heldsuarez.oracle_ensemble(world, time, n_members, n_steps, seed)
+        ens = ens if variables is None else ens[list(variables)]
+        parts.append(ens.drop_vars("init_time").expand_dims(init_time=[time]))
+    return xr.concat(parts, dim="init_time").transpose("init_time", "member", "lead_time", ...)

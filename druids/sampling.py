@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -53,6 +54,7 @@ from druids.cache import atomic_write
 from druids.config import DatasetConfig, SamplingConfig, to_dict
 from druids.data.dataset import (
     NormStats,
+    area_weights,
     denormalise_state,
     from_channels,
     normalise_state,
@@ -568,3 +570,112 @@ def forecast(
     if world > 1:
         dist.barrier()
     return xr.open_zarr(store)
+
+
+# ----------------------------------------------------------- climate and cost
+
+
+def rollout_climate(
+    denoiser,
+    stats: NormStats,
+    initial_conditions: xr.Dataset,
+    n_steps: int,
+    sampling_cfg: SamplingConfig,
+    dataset_cfg: DatasetConfig,
+    seed: int,
+    n_members: int = 1,
+    progress: bool = True,
+) -> xr.Dataset:
+    """A long free-running rollout, reduced to its climate as it runs (memory holds one state).
+
+    Rolls ``n_members`` members out for ``n_steps`` steps from every initial time
+    of ``initial_conditions`` (as :func:`forecast`, same noise streams) and keeps:
+
+    * ``zonal_mean``: the time-, member- and zonal-mean state ``(channel,
+      latitude)`` over leads 1 .. ``stable_steps`` (the initial state excluded);
+    * ``global_mean``, ``global_rms``: area-weighted (``dataset.area_weights``)
+      mean and root-mean-square of each channel per lead, averaged over members
+      and initial times, ``(lead_time, channel)``; physical units.
+
+    A rollout that goes unstable (a non-finite sampled residual or state) is not
+    an error here: it stops, and ``attrs["stable_steps"]`` < ``n_steps`` says when.
+    ``attrs`` also hold ``nfe_per_step`` and ``seconds`` (wall time of the rollout).
+    Use :func:`druids.data.dataset.from_channels` on ``zonal_mean`` for variables.
+    """
+    check_sampler(sampling_cfg)
+    init_times = _init_times(initial_conditions["time"].values, stats.step, dataset_cfg.history)
+    rollout = _rollout(
+        denoiser, stats, initial_conditions, init_times, list(range(n_members)), n_steps, sampling_cfg, dataset_cfg,
+        seed, None,
+    )
+    weights = area_weights(stats.latitude)
+    zonal_sum, means, rms, nfe, stable = 0.0, [], [], 0, 0
+    start = time.perf_counter()
+    bar = tqdm(total=n_steps, desc="climate rollout", unit="step", disable=not progress)
+    try:
+        for k, (state, nfe) in enumerate(rollout):
+            if not np.isfinite(state.values).all():
+                break
+            means.append(state.weighted(weights).mean(["member", "time", "latitude", "longitude"]))
+            rms.append(np.sqrt((state**2).weighted(weights).mean(["member", "time", "latitude", "longitude"])))
+            if k > 0:
+                zonal_sum = zonal_sum + state.mean(["member", "time", "longitude"])
+                stable = k
+                bar.update()
+    except ValueError as error:  # _rollout's non-finite residual: the model went unstable
+        if "not finite" not in str(error):
+            raise
+    bar.close()
+    seconds = time.perf_counter() - start
+    leads = (np.arange(len(means)) * stats.step).astype("timedelta64[ns]")
+    out = xr.Dataset(
+        {
+            "global_mean": xr.concat(means, dim="lead_time").assign_coords(lead_time=leads),
+            "global_rms": xr.concat(rms, dim="lead_time").assign_coords(lead_time=leads),
+        }
+    )
+    if stable:
+        out["zonal_mean"] = zonal_sum / stable
+    return out.assign_attrs(stable_steps=stable, n_steps=n_steps, nfe_per_step=nfe, seconds=seconds)
+
+
+def sampler_cost(
+    denoiser,
+    stats: NormStats,
+    initial_conditions: xr.Dataset,
+    sampling_cfg: SamplingConfig,
+    dataset_cfg: DatasetConfig,
+    n_members: int,
+    n_steps: int = 1,
+    seed: int = 0,
+    repeats: int = 1,
+) -> dict:
+    """Measured cost of :func:`forecast` with ``sampling_cfg`` on this machine.
+
+    Times ``n_steps`` steps of ``n_members`` members (in batches of
+    ``sampling_cfg.member_batch``) from the initial times of
+    ``initial_conditions``, after one untimed warm-up step; best of ``repeats``.
+    The wall time includes everything a forecast does besides the network
+    (noise draws, conditions, un-normalising, xarray). Returns ``nfe_per_step``
+    (batched model calls per step), ``seconds_per_member_step`` (per member
+    and initial time), ``member_steps_per_s`` and ``evaluations_per_s`` (one
+    evaluation = one sample through the network: NFE x member-steps / s).
+    """
+    args = (denoiser, stats, initial_conditions, n_members)
+    forecast(*args, 1, sampling_cfg, dataset_cfg, seed, progress=False)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fc = forecast(*args, n_steps, sampling_cfg, dataset_cfg, seed, progress=False)
+        best = min(best, time.perf_counter() - start)
+    member_steps = n_members * fc.sizes["init_time"] * n_steps
+    nfe = int(fc.attrs["nfe_per_step"])
+    return {
+        "sampler": sampling_cfg.sampler,
+        "n_levels": sampling_cfg.n_levels,
+        "member_batch": sampling_cfg.member_batch,
+        "nfe_per_step": nfe,
+        "seconds_per_member_step": best / member_steps,
+        "member_steps_per_s": member_steps / best,
+        "evaluations_per_s": nfe * member_steps / best,
+    }

@@ -7,6 +7,8 @@ initial times; an ensemble is scored through its mean. Scores come from the
 
 Forecast layout: dims (init_time, [member,] lead_time, [level,] latitude,
 longitude); truth layout: the data store's (time, [level,] latitude, longitude).
+:func:`oracle_forecast` puts the Held–Suarez world's oracle ensembles in the
+forecast layout, so that :func:`spread_skill` scores model and oracle alike.
 """
 
 from __future__ import annotations

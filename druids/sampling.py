@@ -31,7 +31,9 @@ Noise is white on the grid (i.i.d. per grid point), as in training
 
 :func:`forecast` rolls the model out autoregressively into an ensemble in the
 WeatherBench2 layout, in memory or streamed to zarr, and shards members over
-ranks under ``torchrun``.
+ranks under ``torchrun``. :func:`rollout_climate` runs a long free rollout and
+keeps only its climate (zonal means, global-mean series); :func:`sampler_cost`
+measures NFE and wall time per member-step of a sampler setting.
 """
 
 from __future__ import annotations
@@ -591,16 +593,17 @@ def rollout_climate(
     Rolls ``n_members`` members out for ``n_steps`` steps from every initial time
     of ``initial_conditions`` (as :func:`forecast`, same noise streams) and keeps:
 
-    * ``zonal_mean``: the time-, member- and zonal-mean state ``(channel,
-      latitude)`` over leads 1 .. ``stable_steps`` (the initial state excluded);
+    * every variable's time-, member- and zonal-mean over leads 1 ..
+      ``stable_steps`` (the initial state excluded), named as in the data,
+      dims ``([level,] latitude)`` (all NaN if not even one step was stable);
     * ``global_mean``, ``global_rms``: area-weighted (``dataset.area_weights``)
       mean and root-mean-square of each channel per lead, averaged over members
-      and initial times, ``(lead_time, channel)``; physical units.
+      and initial times, ``(lead_time, channel)``; lead 0 is the initial state.
 
-    A rollout that goes unstable (a non-finite sampled residual or state) is not
-    an error here: it stops, and ``attrs["stable_steps"]`` < ``n_steps`` says when.
-    ``attrs`` also hold ``nfe_per_step`` and ``seconds`` (wall time of the rollout).
-    Use :func:`druids.data.dataset.from_channels` on ``zonal_mean`` for variables.
+    Physical units. A rollout that goes unstable (a non-finite sampled residual
+    or state) is not an error here: it stops, and ``attrs["stable_steps"]`` <
+    ``n_steps`` says when. ``attrs`` also hold ``nfe_per_step`` and ``seconds``
+    (wall time of the rollout).
     """
     check_sampler(sampling_cfg)
     init_times = _init_times(initial_conditions["time"].values, stats.step, dataset_cfg.history)
@@ -628,14 +631,10 @@ def rollout_climate(
     bar.close()
     seconds = time.perf_counter() - start
     leads = (np.arange(len(means)) * stats.step).astype("timedelta64[ns]")
-    out = xr.Dataset(
-        {
-            "global_mean": xr.concat(means, dim="lead_time").assign_coords(lead_time=leads),
-            "global_rms": xr.concat(rms, dim="lead_time").assign_coords(lead_time=leads),
-        }
-    )
-    if stable:
-        out["zonal_mean"] = zonal_sum / stable
+    zonal = zonal_sum / stable if stable else xr.full_like(means[0], np.nan) * xr.ones_like(weights)
+    out = from_channels(zonal.expand_dims(longitude=[0.0], axis=-1)).isel(longitude=0, drop=True)
+    out["global_mean"] = xr.concat(means, dim="lead_time").assign_coords(lead_time=leads)
+    out["global_rms"] = xr.concat(rms, dim="lead_time").assign_coords(lead_time=leads)
     return out.assign_attrs(stable_steps=stable, n_steps=n_steps, nfe_per_step=nfe, seconds=seconds)
 
 

@@ -46,3 +46,36 @@ def test_missing_valid_time_is_a_clear_error():
     fc = xr.Dataset(coords={"init_time": truth.time.values[[3]], "lead_time": np.array([6], dtype="timedelta64[h]").astype("timedelta64[ns]")})
     with pytest.raises(ValueError, match="lacks 1 valid times"):
         calibration.verifying_truth(fc, truth)
+
+
+def test_spread_skill_hand_computed():
+    """Two members truth +/- d: the mean is the truth (RMSE 0) and the ddof=1 spread is d * sqrt(2)."""
+    truth = _truth()
+    inits = truth.time.values[[0, 2]]
+    leads = np.array([0, 6], dtype="timedelta64[h]").astype("timedelta64[ns]")
+    observed = calibration.verifying_truth(xr.Dataset(coords={"init_time": inits, "lead_time": leads}), truth)
+    d = xr.DataArray([0.5, 2.0], dims="lead_time", coords={"lead_time": leads})
+    ens = xr.concat([observed + d, observed - d], dim="member").transpose("init_time", "member", "lead_time", ...)
+    curves = calibration.spread_skill(ens, truth, [("temperature", None)])
+    assert curves.spread.dims == ("field", "lead_time") and list(curves.field.values) == ["temperature"]
+    np.testing.assert_allclose(curves.spread.sel(field="temperature"), np.sqrt(2) * d, rtol=1e-5)
+    np.testing.assert_allclose(curves.rmse.sel(field="temperature"), 0, atol=1e-6)
+    assert curves.attrs["n_members"] == 2
+
+
+def test_oracle_forecast_layout(monkeypatch):
+    """Oracle ensembles of several initial times are stacked in the model forecast layout."""
+    from druids.data import heldsuarez
+
+    def fake(world, init_time, n_members, n_steps, seed):
+        leads = np.arange(n_steps + 1) * np.timedelta64(6, "h")
+        shape = (n_members, n_steps + 1, 4, 8)
+        data = {v: (("member", "lead_time", "latitude", "longitude"), np.full(shape, float(seed))) for v in ("temperature", "geopotential")}
+        return xr.Dataset(data, coords={"member": np.arange(n_members), "lead_time": leads, "init_time": init_time})
+
+    monkeypatch.setattr(heldsuarez, "oracle_ensemble", fake)
+    inits = pd.date_range("2000-01-01", periods=2, freq="6h").values
+    ens = calibration.oracle_forecast(None, inits, 3, 2, seed=7, variables=["temperature"])
+    assert ens.temperature.dims == ("init_time", "member", "lead_time", "latitude", "longitude")
+    assert list(ens.data_vars) == ["temperature"] and ens.sizes["member"] == 3 and ens.sizes["lead_time"] == 3
+    np.testing.assert_array_equal(ens.init_time.values, inits)

@@ -22,7 +22,9 @@ from druids.sampling import (
     forecast,
     member_generator,
     noise_levels,
+    rollout_climate,
     sample,
+    sampler_cost,
 )
 from fixtures.make_sampling_fixture import EXPECTED_PATH, MODEL_PATH, load_denoiser, run_sampler
 
@@ -361,6 +363,43 @@ def test_forecast_errors(store, stats):
     with pytest.raises(ValueError, match="previous state"):
         forecast(model, stats, store.isel(time=[3, 5]), 2, 1, SAMPLING, dataclasses.replace(DATASET, history=2), seed=0,
                  progress=False)  # fmt: skip
+
+
+# ------------------------------------------------------------------ climate rollout, cost
+
+
+def test_rollout_climate_matches_forecast(store, stats):
+    """The on-the-fly reductions equal those of the stored forecast with the same members and noise."""
+    model, init = Analytic(around_state), store.isel(time=[3, 10])
+    clim = rollout_climate(model, stats, init, 3, SAMPLING, DATASET, seed=1, n_members=2, progress=False)
+    ens = forecast(model, stats, init, 2, 3, SAMPLING, DATASET, seed=1, progress=False)
+    expected = ens.isel(lead_time=slice(1, None)).mean(["init_time", "member", "lead_time", "longitude"])
+    for name in VARIABLES:
+        xr.testing.assert_allclose(clim[name], expected[name], rtol=1e-5)
+    weights = D.area_weights(store.latitude)
+    ps = ens["surface_pressure"].weighted(weights).mean(["init_time", "member", "latitude", "longitude"])
+    np.testing.assert_allclose(clim["global_mean"].sel(channel="surface_pressure"), ps, rtol=1e-6)
+    assert clim.attrs["stable_steps"] == 3 and clim.attrs["nfe_per_step"] == 7 and clim.sizes["lead_time"] == 4
+    assert (clim["global_rms"] >= abs(clim["global_mean"]) - 1e-3).all()
+
+
+def test_rollout_climate_stops_when_unstable(store, stats):
+    """A model that returns NaN from its 3rd step on: the rollout stops after 2 stable steps, no error."""
+    calls = []
+    model = Analytic(lambda y, c, sigma: (calls.append(1), around_state(y, c, sigma) * (1 if len(calls) <= 14 else np.nan))[1])
+    clim = rollout_climate(model, stats, store.isel(time=[3]), 5, SAMPLING, DATASET, seed=0, progress=False)
+    assert clim.attrs["stable_steps"] == 2 and clim.sizes["lead_time"] == 3
+    assert np.isfinite(clim["u_component_of_wind"]).all()
+    never = Analytic(lambda y, c, sigma: torch.full_like(y, float("nan")))
+    clim = rollout_climate(never, stats, store.isel(time=[3]), 5, SAMPLING, DATASET, seed=0, progress=False)
+    assert clim.attrs["stable_steps"] == 0 and clim["u_component_of_wind"].isnull().all()
+
+
+def test_sampler_cost(store, stats):
+    cost = sampler_cost(tiny_model(), stats, store.isel(time=[3, 10]), SAMPLING, DATASET, n_members=2, n_steps=2)
+    assert cost["nfe_per_step"] == 7 and cost["sampler"] == "dpmpp_2s" and cost["member_batch"] == 2
+    assert cost["member_steps_per_s"] == pytest.approx(1 / cost["seconds_per_member_step"])
+    assert cost["evaluations_per_s"] == pytest.approx(7 * cost["member_steps_per_s"])
 
 
 # ------------------------------------------------------------------ torchrun-style sharding

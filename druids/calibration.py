@@ -83,36 +83,55 @@ def skill_table(
 SKILL_FIELDS = [("temperature", 562.5), ("u_component_of_wind", 312.5), ("v_component_of_wind", 312.5)]
 
 
-def forecast_skill(denoiser, stats, data: xr.Dataset, cfg, progress: bool = True) -> tuple[xr.Dataset, pd.DataFrame]:
-    """Quick ensemble forecasts from the test split and their skill table (chapter 02).
+def forecast_skill(
+    denoiser, stats, data: xr.Dataset, cfg, split: str = "test", leads_hours=None, progress: bool = True
+) -> tuple[xr.Dataset, pd.DataFrame]:
+    """Quick ensemble forecasts from one split and their skill table (chapter 02, training validation).
 
     ``cfg`` is a :class:`druids.config.Config`; ``cfg.skill`` sets the number of
-    initial times (evenly spaced over the test split), members and sampler
-    noise levels. Climatology is the training split's time mean per grid point.
-    Returns the forecast and :func:`skill_table`.
+    initial times (evenly spaced over ``split``), members and sampler noise
+    levels; ``leads_hours`` defaults to ``cfg.skill.leads_hours``. Climatology
+    is the training split's time mean per grid point. Returns the forecast and
+    :func:`skill_table`.
     """
     import dataclasses
 
     from druids.data.dataset import time_splits
     from druids.sampling import forecast
 
+    leads_hours = list(cfg.skill.leads_hours if leads_hours is None else leads_hours)
     splits = time_splits(data.time.values, cfg.dataset.split_fractions, cfg.dataset.gap_days)
-    test = data.isel(time=splits["test"])
-    max_steps = max(cfg.skill.leads_hours) // cfg.world.output_hours
+    part = data.isel(time=splits[split])
+    max_steps = max(leads_hours) // cfg.world.output_hours
     history = cfg.dataset.history
-    last = test.sizes["time"] - 1 - max_steps
+    last = part.sizes["time"] - 1 - max_steps
     if last < history - 1:
-        raise ValueError(f"the test split ({test.sizes['time']} times) is too short for {max_steps}-step forecasts")
+        raise ValueError(f"the {split} split ({part.sizes['time']} times) is too short for {max_steps}-step forecasts")
     starts = np.unique(np.linspace(history - 1, last, cfg.skill.n_init).round().astype(int))
     needed = sorted({int(i - h) for i in starts for h in range(history)})
     sampling = dataclasses.replace(cfg.sampling, n_levels=cfg.skill.n_levels, member_batch=cfg.skill.n_members)
     fc = forecast(
-        denoiser, stats, test.isel(time=needed).load(), cfg.skill.n_members, max_steps, sampling, cfg.dataset,
+        denoiser, stats, part.isel(time=needed).load(), cfg.skill.n_members, max_steps, sampling, cfg.dataset,
         seed=cfg.seed, progress=progress,
     )
-    fc = fc.sel(init_time=test.time.values[starts])
+    fc = fc.sel(init_time=part.time.values[starts])
     climatology = data.isel(time=splits["train"]).mean("time").load()
-    return fc, skill_table(fc, test.load(), climatology, SKILL_FIELDS, list(cfg.skill.leads_hours))
+    return fc, skill_table(fc, part.load(), climatology, SKILL_FIELDS, leads_hours)
+
+
+def skill_validator(cfg):
+    """A ``druids.training`` validator: 6-h skill of a quick ensemble on the validation split.
+
+    Returns ``validate(denoiser, stats, data) -> dict`` with, per field of
+    :data:`SKILL_FIELDS`, the ensemble-mean, persistence and climatology RMSE.
+    """
+
+    def validate(denoiser, stats, data) -> dict:
+        table = forecast_skill(denoiser, stats, data, cfg, split="val", leads_hours=[cfg.world.output_hours], progress=False)[1]
+        table = table.reset_index()
+        return {"field": table["field"].tolist(), **{k: table[k].tolist() for k in ("model", "persistence", "climatology")}}
+
+    return validate
 
 
 # ----------------------------------------------------------- spread and skill

@@ -127,13 +127,14 @@ def train(
     """Train (or resume, or load if finished) the profile's denoiser; prints the run directory."""
     import dataclasses
 
-    from druids import training
+    from druids import calibration, training
 
     cfg = get_config(_check_profile(profile), seed=seed)
     if objective not in ("edm", "flow"):
         raise typer.BadParameter(f"objective must be edm or flow, not {objective!r}", param_hint="--objective")
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, objective=objective))
-    typer.echo(str(training.train(cfg, device=device).run_dir))
+    result = training.train(cfg, device=device, validators=[calibration.skill_validator(cfg)])
+    typer.echo(str(result.run_dir))
 
 
 @app.command()

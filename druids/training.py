@@ -48,6 +48,7 @@ import math
 import os
 import pickle
 import time
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,9 @@ from druids.config import (
 from druids.data import heldsuarez
 from druids.data.dataset import STATIC_CHANNELS, ForecastDataset, NormStats, cached_norm_stats, data_fingerprint
 from druids.models import Denoiser, build_denoiser
+
+#: An extra validation check: ``validate(ema_denoiser, stats, data) -> dict`` of JSON-able metrics.
+Validator = Callable[[Denoiser, NormStats, xr.Dataset], dict]
 
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
@@ -326,11 +330,21 @@ def read_metrics(run_dir: Path) -> pd.DataFrame:
     (``kind == "val"``: ``step, sigma, val_mse``); other columns are NaN.
     """
     records = [json.loads(line) for line in (Path(run_dir) / METRICS).read_text().splitlines()]
-    frame = pd.DataFrame.from_records(records)
+    frame = pd.DataFrame.from_records([r for r in records if r["kind"] in ("train", "val")])
     if "sigma" in frame:
         frame = frame.explode(["sigma", "val_mse"], ignore_index=True)
         frame = frame.astype({"sigma": float, "val_mse": float})
     return frame
+
+
+def read_extra_validation(run_dir: Path) -> pd.DataFrame:
+    """The ``val_extra`` records of a run (from ``validators``), one row per step and list entry."""
+    records = [json.loads(line) for line in (Path(run_dir) / METRICS).read_text().splitlines()]
+    frame = pd.DataFrame.from_records([r for r in records if r["kind"] == "val_extra"])
+    if frame.empty:
+        return frame
+    listed = [c for c in frame.columns if isinstance(frame[c].iloc[0], list)]
+    return frame.explode(listed, ignore_index=True)
 
 
 # -------------------------------------------------------------------- training
@@ -369,14 +383,22 @@ class LossModule(nn.Module):
 
 
 def train(
-    cfg: Config, run_dir: Path | None = None, progress: bool = True, stop_after: int | None = None, device: str = "auto"
+    cfg: Config,
+    run_dir: Path | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+    device: str = "auto",
+    validators: Sequence[Validator] = (),
 ) -> TrainResult:
     """Train the denoiser of ``cfg`` in ``run_dir`` (default :func:`default_run_dir`), resuming from its checkpoint.
 
     A finished run is loaded without training. ``stop_after``: return after that
     many optimiser steps in total, without a final checkpoint, as if the process
     had been killed (tests). Under ``torchrun`` the process group is started
-    here (and closed again) unless the caller started it.
+    here (and closed again) unless the caller started it. ``validators``: extra
+    checks run with the EMA model at every validation step (rank 0), each
+    logged as a ``val_extra`` record, e.g. ``calibration.skill_validator``
+    (passed in, so that training does not import later stages).
     """
     process = Process.from_env()
     device = resolve_device(device, process.local_rank)
@@ -386,13 +408,13 @@ def train(
             torch.cuda.set_device(device)
         torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
-        return _train(cfg, run_dir, progress, stop_after, device, process)
+        return _train(cfg, run_dir, progress, stop_after, device, process, validators)
     finally:
         if own_group:
             torch_dist.destroy_process_group()
 
 
-def _train(cfg: Config, run_dir, progress, stop_after, device, process: Process) -> TrainResult:
+def _train(cfg: Config, run_dir, progress, stop_after, device, process: Process, validators=()) -> TrainResult:
     run, tc = RunConfig.of(cfg), cfg.training
     run_dir = default_run_dir(cfg) if run_dir is None else Path(run_dir)
     checkpoint, metrics = run_dir / CHECKPOINT, run_dir / METRICS
@@ -447,6 +469,9 @@ def _train(cfg: Config, run_dir, progress, stop_after, device, process: Process)
             bar.set_postfix(loss=f"{loss:.4f}", samples_s=f"{speed:.1f}")
             if step % tc.val_every == 0 or step == tc.n_steps:
                 append_metrics(metrics, {"kind": "val", "step": step, **_validate(ema, val_set, cfg)})
+                for validate in validators:
+                    with torch.no_grad():
+                        append_metrics(metrics, {"kind": "val_extra", "step": step, **validate(ema, stats, ds)})
             if step % tc.checkpoint_every == 0 or step == tc.n_steps:
                 save_checkpoint(checkpoint, step, model, ema, optimizer, scheduler, run)
         bar.close()
@@ -487,12 +512,14 @@ def _validate(ema: Denoiser, val_set: ForecastDataset, cfg: Config) -> dict:
     return {"sigma": sigmas.tolist(), "val_mse": mse.values.tolist()}
 
 
-def load_trained(cfg: Config, run_dir: Path | None = None, progress: bool = True, device: str = "auto"):
+def load_trained(
+    cfg: Config, run_dir: Path | None = None, progress: bool = True, device: str = "auto", validators: Sequence[Validator] = ()
+):
     """``(ema_denoiser, stats, metrics)`` of the run of ``cfg``, training it first if it is not finished.
 
-    ``metrics`` is :func:`read_metrics`'s table.
+    ``metrics`` is :func:`read_metrics`'s table; ``validators`` as in :func:`train`.
     """
-    result = train(cfg, run_dir, progress=progress, device=device)
+    result = train(cfg, run_dir, progress=progress, device=device, validators=validators)
     return result.ema, result.stats, read_metrics(result.run_dir)
 
 

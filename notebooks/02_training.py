@@ -44,7 +44,8 @@ configs = {obj: dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, ob
 print(cfg.model, cfg.training, sep="\n")
 
 # %%
-runs = {obj: training.load_trained(c, device=device) for obj, c in configs.items()}
+# trains if not cached; every validation step also logs the 6-h skill of a quick ensemble
+runs = {obj: training.load_trained(c, device=device, validators=[calibration.skill_validator(c)]) for obj, c in configs.items()}
 denoisers = {obj: run[0].cpu().eval() for obj, run in runs.items()}
 stats = runs["edm"][1]
 metrics = {obj: run[2] for obj, run in runs.items()}

@@ -179,3 +179,16 @@ def test_two_ddp_processes_match_one(smoke_store, smoke_cfg, tmp_path):
     np.testing.assert_allclose(losses["two"], losses["one"], rtol=1e-5)
     for name, value in one.ema.state_dict().items():
         torch.testing.assert_close(two[0].state_dict()[name], value, rtol=1e-5, atol=1e-6)
+
+
+def test_extra_validators_are_logged(smoke_store, tmp_path):
+    """``validators`` run at each validation step and land in the metrics log (here: 6-h forecast skill)."""
+    from druids import calibration
+
+    cfg = get_config("smoke")
+    training.train(cfg, run_dir=tmp_path / "run", progress=False, validators=[calibration.skill_validator(cfg)])
+    extra = training.read_extra_validation(tmp_path / "run")
+    assert sorted(extra["step"].unique()) == [10, 20]
+    assert set(extra["field"]) == {f"{name}@{level:g}" for name, level in calibration.SKILL_FIELDS}
+    assert (extra[["model", "persistence", "climatology"]].astype(float) > 0).all().all()
+    assert set(training.read_metrics(tmp_path / "run")["kind"]) == {"train", "val"}

@@ -587,6 +587,7 @@ def rollout_climate(
     seed: int,
     n_members: int = 1,
     progress: bool = True,
+    max_anomaly: float = 10.0,
 ) -> xr.Dataset:
     """A long free-running rollout, reduced to its climate as it runs (memory holds one state).
 
@@ -601,8 +602,10 @@ def rollout_climate(
       and initial times, ``(lead_time, channel)``; lead 0 is the initial state.
 
     Physical units. A rollout that goes unstable (a non-finite sampled residual
-    or state) is not an error here: it stops, and ``attrs["stable_steps"]`` <
-    ``n_steps`` says when. ``attrs`` also hold ``nfe_per_step`` and ``seconds``
+    or state, or a channel whose area-weighted RMS anomaly from the data mean
+    exceeds ``max_anomaly`` data standard deviations) is not an error here: it
+    stops, and ``attrs["stable_steps"]`` < ``n_steps`` says when; only the
+    stable leads enter the climate. ``attrs`` also hold ``nfe_per_step`` and ``seconds``
     (wall time of the rollout).
     """
     check_sampler(sampling_cfg)
@@ -618,6 +621,9 @@ def rollout_climate(
     try:
         for k, (state, nfe) in enumerate(rollout):
             if not np.isfinite(state.values).all():
+                break
+            anomaly = ((state - stats.mean) / stats.std) ** 2
+            if float(np.sqrt(anomaly.weighted(weights).mean(["member", "time", "latitude", "longitude"])).max()) > max_anomaly:
                 break
             means.append(state.weighted(weights).mean(["member", "time", "latitude", "longitude"]))
             rms.append(np.sqrt((state**2).weighted(weights).mean(["member", "time", "latitude", "longitude"])))

@@ -395,6 +395,14 @@ def test_rollout_climate_stops_when_unstable(store, stats):
     assert clim.attrs["stable_steps"] == 0 and clim["u_component_of_wind"].isnull().all()
 
 
+def test_rollout_climate_stops_when_the_state_runs_away(store, stats):
+    """Finite but unphysical: residuals of 3 state std per step push the state out of bounds within a few steps."""
+    kick = torch.tensor((3 * stats.std / stats.residual_std).values, dtype=torch.float32)[None, :, None, None]
+    runaway = Analytic(lambda y, c, sigma: kick.to(y.dtype).expand_as(y))
+    clim = rollout_climate(runaway, stats, store.isel(time=[3]), 8, SAMPLING, DATASET, seed=0, progress=False, max_anomaly=10.0)
+    assert 0 < clim.attrs["stable_steps"] < 8
+
+
 def test_sampler_cost(store, stats):
     cost = sampler_cost(tiny_model(), stats, store.isel(time=[3, 10]), SAMPLING, DATASET, n_members=2, n_steps=2)
     assert cost["nfe_per_step"] == 7 and cost["sampler"] == "dpmpp_2s" and cost["member_batch"] == 2

@@ -89,6 +89,7 @@ def test_failing_chapter_names_chapter_and_cell(tmp_path, monkeypatch):
         cli.execute_chapter("99_broken", "smoke", 0, output_dir=tmp_path / "out")
 
 
+@pytest.mark.filterwarnings("ignore:A test tried to use socket:UserWarning")
 def test_network_is_blocked_in_tests():
     """pytest-socket (pyproject addopts) lets tests reach only this machine."""
     import socket

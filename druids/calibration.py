@@ -19,6 +19,7 @@ import scores
 import xarray as xr
 
 from druids.data.dataset import area_weights
+from druids.data.diagnostics import field_stack
 
 SPATIAL = ("latitude", "longitude")
 
@@ -97,7 +98,7 @@ def forecast_skill(
     import dataclasses
 
     from druids.data.dataset import time_splits
-    from druids.sampling import forecast
+    from druids.sampling import forecast, initial_states
 
     leads_hours = list(cfg.skill.leads_hours if leads_hours is None else leads_hours)
     splits = time_splits(data.time.values, cfg.dataset.split_fractions, cfg.dataset.gap_days)
@@ -108,10 +109,9 @@ def forecast_skill(
     if last < history - 1:
         raise ValueError(f"the {split} split ({part.sizes['time']} times) is too short for {max_steps}-step forecasts")
     starts = np.unique(np.linspace(history - 1, last, cfg.skill.n_init).round().astype(int))
-    needed = sorted({int(i - h) for i in starts for h in range(history)})
     sampling = dataclasses.replace(cfg.sampling, n_levels=cfg.skill.n_levels, member_batch=cfg.skill.n_members)
     fc = forecast(
-        denoiser, stats, part.isel(time=needed).load(), cfg.skill.n_members, max_steps, sampling, cfg.dataset,
+        denoiser, stats, initial_states(part, part.time.values[starts], history), cfg.skill.n_members, max_steps, sampling, cfg.dataset,
         seed=cfg.seed, progress=progress,
     )
     fc = fc.sel(init_time=part.time.values[starts])
@@ -135,14 +135,6 @@ def skill_validator(cfg):
 
 
 # ----------------------------------------------------------- spread and skill
-
-
-def field_stack(ds: xr.Dataset, fields: list[tuple[str, float | None]]) -> xr.DataArray:
-    """The ``fields`` (variable, level or None) of ``ds`` stacked along a ``field`` dim named ``variable@level``."""
-    parts = [ds[name] if level is None else ds[name].sel(level=level, drop=True) for name, level in fields]
-    names = [name if level is None else f"{name}@{level:g}" for name, level in fields]
-    parts = [part.drop_vars([c for c in part.coords if c not in part.dims]) for part in parts]
-    return xr.concat(parts, dim="field", join="exact").assign_coords(field=names)
 
 
 def spread_skill(forecast: xr.Dataset, truth: xr.Dataset, fields: list[tuple[str, float | None]]) -> xr.Dataset:

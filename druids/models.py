@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from druids.config import ModelConfig
+from druids.data.dataset import area_weights as dataset_area_weights
 
 ACTIVATIONS = {
     "relu": F.relu,
@@ -97,10 +98,8 @@ def pad_sphere(x: torch.Tensor, width: int = 1) -> torch.Tensor:
 
 
 def area_weights(latitudes) -> torch.Tensor:
-    """cos(latitude) weights normalised to mean 1; ``latitudes`` in degrees, (H,) -> (H,)."""
-    lat = torch.as_tensor(np.asarray(latitudes, dtype=np.float64))
-    weights = torch.cos(torch.deg2rad(lat)).clamp(min=0.0)
-    return weights / weights.mean()
+    """:func:`druids.data.dataset.area_weights` as a float64 tensor; ``latitudes`` in degrees, (H,) -> (H,)."""
+    return torch.as_tensor(dataset_area_weights(np.asarray(latitudes, dtype=np.float64)).values)
 
 
 def weighted_mse(

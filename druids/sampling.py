@@ -61,6 +61,7 @@ from druids.data.dataset import (
     from_channels,
     normalise_state,
     residual_to_state,
+    time_step,
     static_features,
     to_channels,
 )
@@ -483,6 +484,13 @@ def _write_lead(path: Path, ds: xr.Dataset, k: int, leads: np.ndarray) -> None:
         template.to_zarr(path, mode="w", compute=False, encoding=encoding, consolidated=False, zarr_format=2)
     region = ds.drop_vars([name for name in ds.coords if "lead_time" not in ds[name].dims])
     region.to_zarr(path, region={"lead_time": slice(k, k + 1)}, consolidated=False)
+
+
+def initial_states(data: xr.Dataset, init_times, history: int) -> xr.Dataset:
+    """The states a forecast from ``init_times`` needs: each time and its ``history - 1`` predecessors, loaded."""
+    step = time_step(data["time"].values)
+    times = np.unique([t - lag * step for t in np.asarray(init_times, dtype="datetime64[ns]") for lag in range(history)])
+    return data.sel(time=times).load()
 
 
 def forecast(

@@ -54,12 +54,6 @@ variables = list(cfg.dataset.variables)
 test = data[variables].isel(time=dataset.time_splits(data.time.values, cfg.dataset.split_fractions, cfg.dataset.gap_days)["test"]).load()
 init_times = test.time.values[predictability.init_indices(test.sizes["time"], cfg.sampling.lead_steps, study.n_init)]
 
-
-def with_history(times):
-    """The states a forecast from ``times`` needs: each time and its ``history - 1`` predecessors."""
-    return data[variables].sel(time=np.unique([t - lag * stats.step for t in times for lag in range(cfg.dataset.history)])).load()
-
-
 # %% [markdown]
 # ## Model and oracle ensembles from the same initial states
 # The EDM model with the profile's sampler (GenCast's DPM-Solver++(2S) with
@@ -68,7 +62,7 @@ def with_history(times):
 
 # %%
 model_ens = sampling.forecast(
-    denoisers["edm"], stats, with_history(init_times), study.n_members, cfg.sampling.lead_steps, cfg.sampling, cfg.dataset, seed=cfg.seed
+    denoisers["edm"], stats, sampling.initial_states(data[variables], init_times, cfg.dataset.history), study.n_members, cfg.sampling.lead_steps, cfg.sampling, cfg.dataset, seed=cfg.seed
 )
 oracle_ens = calibration.oracle_forecast(cfg.world, init_times, study.n_members, cfg.sampling.lead_steps, cfg.seed, variables)
 observed = calibration.verifying_truth(model_ens, test)
@@ -189,7 +183,7 @@ climate_sampling = dataclasses.replace(
 )
 climate_steps = int(round(study.climate_days * 24 / cfg.world.output_hours))
 rollout = sampling.rollout_climate(
-    denoisers["edm"], stats, with_history(init_times[:1]), climate_steps, climate_sampling, cfg.dataset, cfg.seed, study.climate_members
+    denoisers["edm"], stats, sampling.initial_states(data[variables], init_times[:1], cfg.dataset.history), climate_steps, climate_sampling, cfg.dataset, cfg.seed, study.climate_members
 )
 data_zonal = data[["u_component_of_wind", "temperature"]].mean(["time", "longitude"]).load()
 data_rms_u = np.sqrt(diagnostics.global_mean(data.u_component_of_wind.sel(level=312.5) ** 2)).load()
@@ -238,7 +232,7 @@ pd.DataFrame(jets, index=["speed [m/s]", "latitude [deg]"]).round(2)
 # %%
 SAMPLERS = [("edm", "edm"), ("edm", "dpmpp_2s"), ("flow", "flow_euler"), ("flow", "flow_heun"), ("flow", "flow_sde")]
 timing_sampling = {name: dataclasses.replace(cfg.sampling, sampler=name, member_batch=study.timing_members) for _, name in SAMPLERS}
-timing_initial = with_history(init_times[:1])
+timing_initial = sampling.initial_states(data[variables], init_times[:1], cfg.dataset.history)
 cost = pd.DataFrame(
     [
         {"model": obj, **sampling.sampler_cost(denoisers[obj], stats, timing_initial, timing_sampling[name], cfg.dataset, study.timing_members, study.timing_steps)}

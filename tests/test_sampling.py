@@ -15,6 +15,7 @@ import xarray as xr
 from druids.config import DatasetConfig, ModelConfig, SamplingConfig, from_dict
 from druids.data import dataset as D
 from druids.models import build_denoiser
+from druids import sampling
 from druids.sampling import (
     SAMPLERS,
     MemberNoise,
@@ -366,6 +367,13 @@ def test_forecast_errors(store, stats):
 
 
 # ------------------------------------------------------------------ climate rollout, cost
+
+
+def test_initial_states_adds_the_history(store):
+    times = store.time.values[[5, 9]]
+    two = sampling.initial_states(store, times, history=2)
+    np.testing.assert_array_equal(two.time.values, store.time.values[[4, 5, 8, 9]])
+    np.testing.assert_array_equal(sampling.initial_states(store, times, history=1).time.values, times)
 
 
 def test_rollout_climate_matches_forecast(store, stats):

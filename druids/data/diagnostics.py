@@ -15,6 +15,14 @@ from druids.data.dataset import area_weights
 SPATIAL = ("latitude", "longitude")
 
 
+def field_stack(ds: xr.Dataset, fields) -> xr.DataArray:
+    """The ``fields`` (variable, level or None) of ``ds`` stacked along a ``field`` dim named ``variable@level``."""
+    parts = [ds[name] if level is None else ds[name].sel(level=level, drop=True) for name, level in fields]
+    names = [name if level is None else f"{name}@{level:g}" for name, level in fields]
+    parts = [part.drop_vars([c for c in part.coords if c not in part.dims]) for part in parts]
+    return xr.concat(parts, dim="field", join="exact").assign_coords(field=names)
+
+
 def global_mean(da: xr.DataArray) -> xr.DataArray:
     """Area-weighted mean over latitude and longitude."""
     return da.weighted(area_weights(da.latitude)).mean(SPATIAL)

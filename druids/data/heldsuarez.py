@@ -295,7 +295,6 @@ def _write_template(world: HeldSuarezWorld, path: Path) -> None:
     times = world.times(0, cfg.n_times)
     grid = world.to_dataset(states, times[: cfg.chunk_times])
     modal = world.modal_dataset(states, times[: cfg.chunk_times])
-    encoding = {}
     for group, ds in (("grid", grid), ("modal", modal)):
         template = xr.Dataset(
             {
@@ -455,13 +454,6 @@ def open_modal(cfg: WorldConfig) -> xr.Dataset:
 
 
 # ------------------------------------------------------------------ oracles
-def state_at(cfg: WorldConfig, time) -> primitive_equations.State:
-    """The exact simulator state saved at ``time`` (a datetime64 or an integer index)."""
-    modal = open_modal(cfg)
-    one = modal.isel(time=time) if isinstance(time, (int, np.integer)) else modal.sel(time=time)
-    return get_world(cfg).state_from_modal(one.load())
-
-
 def _step_index(world: HeldSuarezWorld, time: np.datetime64) -> int:
     """Dynamical step index (since the end of spin-up) of a saved time."""
     hours = (np.datetime64(time, "ns") - START_TIME) / np.timedelta64(1, "h")

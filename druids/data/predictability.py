@@ -29,13 +29,6 @@ class PredictabilityRun:
     seed: int
 
 
-def _tracked(ds: xr.Dataset) -> xr.DataArray:
-    """Stack the tracked fields along a ``field`` dim named ``variable@level``."""
-    fields = [ds[v].sel(level=lev, drop=True) for v, lev in TRACKED]
-    names = [f"{v}@{lev:g}" for v, lev in TRACKED]
-    return xr.concat(fields, dim="field", coords="minimal", compat="override").assign_coords(field=names)
-
-
 def init_indices(n_times: int, n_steps: int, n_init: int) -> np.ndarray:
     """Evenly spaced saved-time indices that leave room for ``n_steps`` leads."""
     last = n_times - n_steps - 1
@@ -64,20 +57,20 @@ def predictability(world: WorldConfig, oracle: OracleConfig, seed: int, progress
                 world, int(i), oracle.n_perturbed_members, n_steps, seed, oracle.ic_perturbation_kelvin,
                 member_batch=oracle.member_batch,
             )
-            truth = _tracked(ds.isel(time=slice(int(i), int(i) + n_steps + 1)).load()).rename(time="lead_time")
+            truth = diagnostics.field_stack(ds.isel(time=slice(int(i), int(i) + n_steps + 1)).load(), TRACKED).rename(time="lead_time")
             truth["lead_time"] = ens.lead_time
             curves.append(
                 xr.Dataset(
                     {
-                        "oracle_spread": diagnostics.ensemble_spread(_tracked(ens)),
-                        "perturbed_spread": diagnostics.ensemble_spread(_tracked(pert)),
-                        "oracle_error": diagnostics.rms_difference(_tracked(ens).isel(member=0), truth),
+                        "oracle_spread": diagnostics.ensemble_spread(diagnostics.field_stack(ens, TRACKED)),
+                        "perturbed_spread": diagnostics.ensemble_spread(diagnostics.field_stack(pert, TRACKED)),
+                        "oracle_error": diagnostics.rms_difference(diagnostics.field_stack(ens, TRACKED).isel(member=0), truth),
                     }
                 ).expand_dims(init_time=[ens.init_time.values])
             )
         out = xr.concat(curves, dim="init_time")
-        out["change_6h"] = diagnostics.rms_change(_tracked(ds.isel(time=slice(0, 400)).load()))
-        return out.drop_vars([c for c in ("init_time_", "level", "sigma") if c in out.coords])
+        out["change_6h"] = diagnostics.rms_change(diagnostics.field_stack(ds.isel(time=slice(0, 400)).load(), TRACKED))
+        return out
 
     return compute_or_load(
         "predictability", PredictabilityRun(world, oracle, seed), compute,

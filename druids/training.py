@@ -227,6 +227,29 @@ def collate(dataset: ForecastDataset, indices, device) -> tuple[torch.Tensor, to
     return torch.stack(conditions).to(device), torch.stack(targets).to(device)
 
 
+def perturb_condition(
+    condition: torch.Tensor, target: torch.Tensor, residual_to_state: torch.Tensor, noise: float, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training-time noise on the condition's states, and the target residual from the noisy state.
+
+    ``condition`` ``(B, history * C + S, H, W)`` (normalised states, most recent
+    first, then ``S`` static channels), ``target`` ``(B, C, H, W)`` (normalised
+    residual), ``residual_to_state`` ``(C,)`` (:attr:`ForecastDataset.residual_to_state`).
+    Every state of the history gets independent white noise ``noise * eps`` in
+    residual units (``noise * residual_to_state * eps`` in normalised state
+    units); the target becomes ``x_{t+6h} - (x_t + error)``, i.e. ``target -
+    noise * eps_t``, so the model learns to remove the error from the state it
+    is given (Sanchez-Gonzalez et al. 2020, ICML). Returns new tensors.
+    """
+    n_channels = target.shape[1]
+    n_states = (condition.shape[1] - len(STATIC_CHANNELS)) // n_channels
+    shape = (condition.shape[0], n_states, n_channels, *condition.shape[2:])
+    eps = torch.randn(shape, generator=generator, device=condition.device, dtype=condition.dtype)
+    state_noise = (noise * residual_to_state.to(condition.dtype)[:, None, None] * eps).flatten(1, 2)
+    states = condition[:, : n_states * n_channels] + state_noise
+    return torch.cat([states, condition[:, n_states * n_channels :]], dim=1), target - noise * eps[:, 0]
+
+
 # ------------------------------------------------------------------ validation
 
 
@@ -489,6 +512,9 @@ def _accumulate_gradients(loss_module, train_set: ForecastDataset, cfg: Config, 
     for k, (j, lo, hi) in enumerate(mine):
         condition, target = collate(train_set, indices[lo:hi], device)
         generator = torch.Generator(device).manual_seed(stream_seed(cfg.seed, NOISE, step, j))
+        if tc.condition_noise > 0:
+            scale = torch.as_tensor(train_set.residual_to_state, device=device)
+            condition, target = perturb_condition(condition, target, scale, tc.condition_noise, generator)
         share = (hi - lo) / tc.batch_size
         sync = k == len(mine) - 1 or process.world_size == 1  # DDP all-reduces at the last micro-batch
         with nullcontext() if sync else loss_module.no_sync():

@@ -24,6 +24,10 @@ device = "auto"  # auto | cpu | cuda
 # predicting the normalised 6-hour residual of the Held–Suarez world from the current
 # state. The network is bias-free (Mohan et al. 2020), so the denoiser is homogeneous
 # of degree one in (noisy target, condition) — the property chapter 4 relies on.
+# During training the condition's state gets white noise of
+# `TrainingConfig.condition_noise` residual standard deviations and the target is the
+# residual from that noisy state (Sanchez-Gonzalez et al. 2020): the model learns to
+# undo small errors in its input, which chapter 3's long rollouts need.
 # Trained runs are cached by configuration; re-running the chapter loads them.
 
 # %%

@@ -192,3 +192,29 @@ def test_extra_validators_are_logged(smoke_store, tmp_path):
     assert set(extra["field"]) == {f"{name}@{level:g}" for name, level in calibration.SKILL_FIELDS}
     assert (extra[["model", "persistence", "climatology"]].astype(float) > 0).all().all()
     assert set(training.read_metrics(tmp_path / "run")["kind"]) == {"train", "val"}
+
+
+@pytest.mark.parametrize("history", [1, 2])
+def test_condition_noise_keeps_the_next_state(history):
+    """Noise on the condition's states changes the target so that state + residual is still x_{t+6h}."""
+    n, c, static = 3, 4, 4
+    condition = torch.randn(n, history * c + static, 8, 16, dtype=torch.float64)
+    target = torch.randn(n, c, 8, 16, dtype=torch.float64)
+    ratio = torch.tensor([0.1, 0.2, 0.4, 0.5], dtype=torch.float64)
+    noisy, new_target = training.perturb_condition(condition, target, ratio, 0.5, torch.Generator().manual_seed(0))
+    assert noisy.shape == condition.shape and new_target.shape == target.shape
+    torch.testing.assert_close(noisy[:, history * c :], condition[:, history * c :])  # static channels untouched
+    # the next state in normalised state units, x_t + ratio * residual, is unchanged
+    implied = lambda cond, res: cond[:, :c] + ratio[:, None, None] * res
+    torch.testing.assert_close(implied(noisy, new_target), implied(condition, target))
+    # the noise is 0.5 residual stds: 0.5 * ratio in state units, on every lag
+    state_noise = (noisy - condition)[:, : history * c].reshape(n, history, c, -1)
+    np.testing.assert_allclose(state_noise.std(dim=(0, 1, 3)).numpy(), 0.5 * ratio.numpy(), rtol=0.1)
+
+
+def test_training_with_condition_noise_runs(smoke_store, smoke_cfg, tmp_path):
+    cfg = dataclasses.replace(smoke_cfg, training=dataclasses.replace(smoke_cfg.training, condition_noise=0.3))
+    result = training.train(cfg, tmp_path, progress=False, stop_after=3)
+    assert result.step == 3
+    losses = training.read_metrics(tmp_path).query("kind == 'train'")["loss"]
+    assert np.isfinite(losses).all() and len(losses) == 3

@@ -514,6 +514,11 @@ class ForecastDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.times)
 
+    @property
+    def residual_to_state(self) -> np.ndarray:
+        """Residual std over state std per channel, (C,): a residual-unit change in normalised state units."""
+        return (self._res_std / self._std).reshape(-1)
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not -len(self) <= i < len(self):
             raise IndexError(f"Sample {i} out of range for {len(self)} samples")

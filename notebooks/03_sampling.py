@@ -29,6 +29,7 @@ device = "auto"  # auto | cpu | cuda
 
 # %%
 import dataclasses
+import time
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -61,14 +62,19 @@ init_times = test.time.values[predictability.init_indices(test.sizes["time"], cf
 # state with new stochastic forcing. Both have the same number of members.
 
 # %%
+start = time.perf_counter()
 model_ens = sampling.forecast(
     denoisers["edm"], stats, sampling.initial_states(data[variables], init_times, cfg.dataset.history), study.n_members, cfg.sampling.lead_steps, cfg.sampling, cfg.dataset, seed=cfg.seed
 )
+ensemble_minutes = (time.perf_counter() - start) / 60
 oracle_ens = calibration.oracle_forecast(cfg.world, init_times, study.n_members, cfg.sampling.lead_steps, cfg.seed, variables)
 observed = calibration.verifying_truth(model_ens, test)
 map_leads = [np.timedelta64(h, "h").astype("timedelta64[ns]") for h in study.map_leads_hours]
 MAP_FIELDS = [("temperature", 562.5, "RdBu_r"), ("u_component_of_wind", 312.5, "PuOr_r")]
-print(f"{study.n_members} members, {len(init_times)} initial time(s), {model_ens.attrs['nfe_per_step']} NFE per step")
+print(
+    f"{study.n_members} members x {len(init_times)} initial time(s) x {cfg.sampling.lead_steps} steps, "
+    f"{model_ens.attrs['nfe_per_step']} NFE per step: {ensemble_minutes:.1f} min on {next(denoisers['edm'].parameters()).device.type}"
+)
 
 # %% [markdown]
 # ## Members, ensemble mean and spread next to the truth
@@ -267,6 +273,7 @@ values = {
     "samplingInitTimes": str(len(init_times)),
     "samplingLevels": str(cfg.sampling.n_levels),
     "samplingNfePerStep": str(model_ens.attrs["nfe_per_step"]),
+    "samplingEnsembleMinutes": f"{ensemble_minutes:.1f}",
     "samplingFinalLeadDays": f"{final / np.timedelta64(1, 'D'):g}",
     "samplingSpreadModelT": f"{float(at_final['model'].spread.sel(field='temperature@562.5')):.2f}",
     "samplingSpreadOracleT": f"{float(at_final['oracle'].spread.sel(field='temperature@562.5')):.2f}",

@@ -229,16 +229,16 @@ class SamplingStudyConfig:
     oracle members, ``SamplingConfig.lead_steps`` steps ahead; maps at
     ``map_leads_hours``. Climate: one free-running rollout of
     ``climate_members`` member(s) for ``climate_days`` from the first test time,
-    with the cheaper sampler ``climate_sampler`` on ``climate_n_levels`` noise
-    levels. Cost table: every sampler timed over ``timing_steps`` steps of
+    with ``climate_sampler`` on ``climate_n_levels`` noise levels. Cost table: every sampler timed over ``timing_steps`` steps of
     ``timing_members`` members after a warm-up step.
 
     Default-profile costs, measured with the default-size model on the 2-core
-    CPU with other work running (load ~3): DPM-Solver++(2S) on 20 levels (39
-    NFE per step, members batched) takes 0.7-1.0 s per member-step, so 8
-    members x 40 steps take 4-5 min; EDM Heun on 5 levels (9 NFE) takes
-    0.24-0.31 s per step of one member, so the 365-day rollout (1460 steps)
-    takes 6-7.5 min. The whole chapter: about 12 minutes.
+    CPU (2026-11-25): DPM-Solver++(2S) on 10 levels (19 NFE per step) takes
+    0.19 s per member-step with 16 members x 2 initial times batched, so the
+    16-member, 10-day ensembles from 2 initial times take about 4 min; one
+    member of the free run takes 0.45-0.6 s per step (a full 365-day run,
+    1460 steps, 11-14 min; it stops earlier if the model runs away). The whole
+    chapter: about 12-20 minutes.
     """
 
     n_init: int = 1

@@ -179,9 +179,12 @@ high_k
 
 # %% [markdown]
 # ## A long free-running rollout: is the model's climate the world's?
-# One member of the EDM model runs freely from the first test time with a cheaper
-# sampler setting (see `SamplingStudyConfig`), reduced to its zonal-mean climate as
-# it runs. The reference is the time mean of the simulator's data store.
+# One member of the EDM model runs freely from the first test time with the sampler
+# of `SamplingStudyConfig` (`climate_sampler`, `climate_n_levels`), reduced to its
+# zonal-mean climate as it runs. The reference is the time mean of the simulator's
+# data store. If the model runs away (a channel's RMS anomaly beyond 3 data standard
+# deviations, see `sampling.rollout_climate`) the rollout stops there and the
+# climate is the mean over the days before.
 
 # %%
 climate_sampling = dataclasses.replace(

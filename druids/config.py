@@ -229,8 +229,9 @@ class SamplingStudyConfig:
     oracle members, ``SamplingConfig.lead_steps`` steps ahead; maps at
     ``map_leads_hours``. Climate: one free-running rollout of
     ``climate_members`` member(s) for ``climate_days`` from the first test time,
-    with ``climate_sampler`` on ``climate_n_levels`` noise levels. Cost table: every sampler timed over ``timing_steps`` steps of
-    ``timing_members`` members after a warm-up step.
+    with ``climate_sampler`` on ``climate_n_levels`` noise levels. Cost table:
+    every sampler timed over ``timing_steps`` steps of ``timing_members``
+    members after a warm-up step.
 
     Default-profile costs, measured with the default-size model on the 2-core
     CPU (2026-11-25): DPM-Solver++(2S) on 10 levels (19 NFE per step) takes

@@ -624,6 +624,7 @@ def rollout_climate(
         seed, None,
     )
     weights = area_weights(stats.latitude)
+    everywhere = ["member", "time", "latitude", "longitude"]
     zonal_sum, means, rms, nfe, stable = 0.0, [], [], 0, 0
     start = time.perf_counter()
     bar = tqdm(total=n_steps, desc="climate rollout", unit="step", disable=not progress)
@@ -632,10 +633,10 @@ def rollout_climate(
             if not np.isfinite(state.values).all():
                 break
             anomaly = ((state - stats.mean) / stats.std) ** 2
-            if float(np.sqrt(anomaly.weighted(weights).mean(["member", "time", "latitude", "longitude"])).max()) > max_anomaly:
+            if float(np.sqrt(anomaly.weighted(weights).mean(everywhere)).max()) > max_anomaly:
                 break
-            means.append(state.weighted(weights).mean(["member", "time", "latitude", "longitude"]))
-            rms.append(np.sqrt((state**2).weighted(weights).mean(["member", "time", "latitude", "longitude"])))
+            means.append(state.weighted(weights).mean(everywhere))
+            rms.append(np.sqrt((state**2).weighted(weights).mean(everywhere)))
             if k > 0:
                 zonal_sum = zonal_sum + state.mean(["member", "time", "longitude"])
                 stable = k

@@ -345,6 +345,12 @@ def truncate_metrics(path: Path, step: int) -> None:
         atomic_write(path, lambda tmp: tmp.write_text("".join(line + "\n" for line in lines)))
 
 
+def _records(run_dir: Path, kinds: tuple[str, ...]) -> list[dict]:
+    """The records of the run's metrics log whose ``kind`` is one of ``kinds``."""
+    lines = (Path(run_dir) / METRICS).read_text().splitlines()
+    return [record for record in map(json.loads, lines) if record["kind"] in kinds]
+
+
 def read_metrics(run_dir: Path) -> pd.DataFrame:
     """``metrics.jsonl`` of a run as a tidy table.
 
@@ -352,8 +358,7 @@ def read_metrics(run_dir: Path) -> pd.DataFrame:
     grad_norm, samples_per_s``) and one per validation step and noise level
     (``kind == "val"``: ``step, sigma, val_mse``); other columns are NaN.
     """
-    records = [json.loads(line) for line in (Path(run_dir) / METRICS).read_text().splitlines()]
-    frame = pd.DataFrame.from_records([r for r in records if r["kind"] in ("train", "val")])
+    frame = pd.DataFrame.from_records(_records(run_dir, ("train", "val")))
     if "sigma" in frame:
         frame = frame.explode(["sigma", "val_mse"], ignore_index=True)
         frame = frame.astype({"sigma": float, "val_mse": float})
@@ -362,8 +367,7 @@ def read_metrics(run_dir: Path) -> pd.DataFrame:
 
 def read_extra_validation(run_dir: Path) -> pd.DataFrame:
     """The ``val_extra`` records of a run (from ``validators``), one row per step and list entry."""
-    records = [json.loads(line) for line in (Path(run_dir) / METRICS).read_text().splitlines()]
-    frame = pd.DataFrame.from_records([r for r in records if r["kind"] == "val_extra"])
+    frame = pd.DataFrame.from_records(_records(run_dir, ("val_extra",)))
     if frame.empty:
         return frame
     listed = [c for c in frame.columns if isinstance(frame[c].iloc[0], list)]
@@ -509,12 +513,12 @@ def _accumulate_gradients(loss_module, train_set: ForecastDataset, cfg: Config, 
     indices = batch_indices(cfg.seed, step, tc.batch_size, len(train_set))
     mine = micro_batches(tc, process.world_size, process.rank)
     total = torch.zeros((), device=device)
+    residual_to_state = torch.as_tensor(train_set.residual_to_state, device=device)
     for k, (j, lo, hi) in enumerate(mine):
         condition, target = collate(train_set, indices[lo:hi], device)
         generator = torch.Generator(device).manual_seed(stream_seed(cfg.seed, NOISE, step, j))
         if tc.condition_noise > 0:
-            scale = torch.as_tensor(train_set.residual_to_state, device=device)
-            condition, target = perturb_condition(condition, target, scale, tc.condition_noise, generator)
+            condition, target = perturb_condition(condition, target, residual_to_state, tc.condition_noise, generator)
         share = (hi - lo) / tc.batch_size
         sync = k == len(mine) - 1 or process.world_size == 1  # DDP all-reduces at the last micro-batch
         with nullcontext() if sync else loss_module.no_sync():

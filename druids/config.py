@@ -192,6 +192,13 @@ class SamplingConfig:
     Samplers: "edm", "dpmpp_2s", "flow_euler", "flow_heun", "flow_sde"; flow
     samplers take ``n_levels`` uniform steps in interpolant time, and
     ``flow_diffusion`` scales the noise of "flow_sde" (0 = the ODE).
+
+    ``conserve_mass``: after every forecast step, shift each member's surface
+    pressure by a constant so that its area-weighted global mean stays at the
+    initial state's (the Held–Suarez world's mass fixer holds it exactly; ACE,
+    Watt-Meyer et al. 2023, corrects global dry-air mass the same way). Without
+    it the model's own mass budget drifts in long rollouts. No effect on
+    variable sets without ``surface_pressure``.
     """
 
     sampler: str = "dpmpp_2s"
@@ -207,6 +214,7 @@ class SamplingConfig:
     lead_steps: int = 40
     member_batch: int = 16
     flow_diffusion: float = 1.0
+    conserve_mass: bool = True
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,9 @@ Noise is white on the grid (i.i.d. per grid point), as in training
 
 :func:`forecast` rolls the model out autoregressively into an ensemble in the
 WeatherBench2 layout, in memory or streamed to zarr, and shards members over
-ranks under ``torchrun``. :func:`rollout_climate` runs a long free rollout and
+ranks under ``torchrun``; after every step :func:`hold_global_mean` keeps the
+global-mean surface pressure (the atmosphere's mass) at its initial value
+(``SamplingConfig.conserve_mass``). :func:`rollout_climate` runs a long free rollout and
 keeps only its climate (zonal means, global-mean series); :func:`sampler_cost`
 measures NFE and wall time per member-step of a sampler setting.
 """
@@ -70,6 +72,7 @@ DIFFUSION_SAMPLERS = ("edm", "dpmpp_2s")
 FLOW_SAMPLERS = ("flow_euler", "flow_heun", "flow_sde")
 SAMPLERS = DIFFUSION_SAMPLERS + FLOW_SAMPLERS
 NOISE_STREAMS = {"model": 0, "ic": 1}
+MASS_VARIABLE = "surface_pressure"  # its global mean is held by SamplingConfig.conserve_mass
 
 Denoise = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Velocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -458,8 +461,27 @@ def _rollout(
             residual = residual.reshape(len(b["members"]), len(init_times), *shape).cpu()
             coords = {"member": list(b["members"])}
             new = residual_to_state(b["history"][0], residual, stats, ("member", "time"), coords)
+            if sampling_cfg.conserve_mass and MASS_VARIABLE in variables:
+                new = hold_global_mean(new, b["history"][0], MASS_VARIABLE)
             b["history"] = [new, *b["history"][:-1]]
         yield xr.concat([to_channels(b["history"][0], variables) for b in batches], dim="member"), nfe
+
+
+def hold_global_mean(state: xr.Dataset, reference: xr.Dataset, name: str) -> xr.Dataset:
+    """``state`` with ``state[name]`` shifted by one constant per field so its global mean is ``reference``'s.
+
+    Global mean: area-weighted (:func:`~druids.data.dataset.area_weights`) over
+    latitude and longitude. ``reference[name]``'s other dims must match
+    ``state[name]``'s in order and broadcast against them (positional, because a
+    forecast step advances the ``time`` coordinate). Only the global mean
+    changes; every spatial anomaly is kept.
+    """
+    weights = area_weights(state["latitude"])
+    field = state[name]
+    current = field.weighted(weights).mean(["latitude", "longitude"])
+    target = reference[name].weighted(weights).mean(["latitude", "longitude"]).data
+    shift = xr.DataArray(np.broadcast_to(target, current.shape) - current.data, dims=current.dims)
+    return state.assign({name: (field + shift.astype(field.dtype)).transpose(*field.dims)})
 
 
 def _lead_dataset(

@@ -184,7 +184,11 @@ high_k
 # zonal-mean climate as it runs. The reference is the time mean of the simulator's
 # data store. If the model runs away (a channel's RMS anomaly beyond 3 data standard
 # deviations, see `sampling.rollout_climate`) the rollout stops there and the
-# climate is the mean over the days before.
+# climate is the mean over the days before. As in every forecast here, each step
+# holds the global-mean surface pressure at its initial value
+# (`SamplingConfig.conserve_mass`): the world's mass is fixed, the model's mass
+# budget is not, and its drift in the surface-pressure pattern is what ends free
+# runs first.
 
 # %%
 climate_sampling = dataclasses.replace(

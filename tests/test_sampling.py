@@ -317,21 +317,29 @@ def test_forecast_condition_matches_dataset(store, stats, history):
         torch.testing.assert_close(row, expected, rtol=1e-6, atol=1e-4)
 
 
-def test_forecast_rolls_out_sampled_states(store, stats):
-    """With a model whose residual is norm(x_t) - norm(x_{t-6h}) (history 2), each lead follows from the previous ones."""
+@pytest.mark.parametrize("conserve_mass", [False, True])
+def test_forecast_rolls_out_sampled_states(store, stats, conserve_mass):
+    """With a model whose residual is norm(x_t) - norm(x_{t-6h}) (history 2), each lead follows from the previous
+    ones; with ``conserve_mass`` the surface pressure is then shifted back to the initial global mean."""
     config = dataclasses.replace(DATASET, history=2)
     model = Analytic(lambda y, c, sigma: c[:, :3] - c[:, 3:6])
-    cfg = dataclasses.replace(SAMPLING, sampler="dpmpp_2s")  # its last step returns D exactly
+    cfg = dataclasses.replace(SAMPLING, sampler="dpmpp_2s", conserve_mass=conserve_mass)  # last step returns D exactly
     ens = forecast(model, stats, store.isel(time=[4, 5]), 2, 3, cfg, config, seed=0, progress=False)
     assert ens.sizes["init_time"] == 1
     mean, std = (stats.mean.values[:, None, None], stats.std.values[:, None, None])
     rmean, rstd = (stats.residual_mean.values[:, None, None], stats.residual_std.values[:, None, None])
+    weights = D.area_weights(store.latitude).values[:, None] * np.ones(W) / (H * W)
     x = D.to_channels(store, VARIABLES).values[[5, 4]].astype(np.float64)  # x_t, x_{t-6h}
+    initial_mass = (x[0, 2] * weights).sum()
     lead = D.to_channels(ens, VARIABLES).isel(init_time=0, member=1)
     for k in range(1, 4):
         residual = (x[0] - mean) / std - (x[1] - mean) / std
         x = np.stack([x[0] + residual * rstd + rmean, x[0]])
+        if conserve_mass:
+            x[0, 2] += initial_mass - (x[0, 2] * weights).sum()
         np.testing.assert_allclose(lead.isel(lead_time=k).values, x[0], rtol=1e-5, atol=1e-3)
+    drift = ens["surface_pressure"].weighted(D.area_weights(store.latitude)).mean(["latitude", "longitude"])
+    assert (abs(drift - initial_mass) < 0.1).all().item() == conserve_mass
 
 
 def test_ic_perturbation(store, stats):

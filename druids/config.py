@@ -163,17 +163,6 @@ class TrainingConfig:
     input, which keeps autoregressive rollouts on the data's manifold
     (Sanchez-Gonzalez et al. 2020, ICML, "Learning to simulate complex physics
     with graph networks"; see :func:`druids.training.perturb_condition`).
-    The noise is white on the grid. ``condition_noise_shaped`` adds an error
-    shaped like real 6-hour changes: that many times the normalised residual
-    of a random other training sample, so the errors the model learns to remove
-    are also large-scale, like those of its own samples.
-
-    ``pushforward``: probability that a step trains on pushforward samples:
-    the condition's newest state is the model's own sample of it
-    (DPM-Solver++(2S) on ``pushforward_levels`` levels, no gradient) and the
-    target the residual from there to the truth 6 h later, so the model learns
-    to correct its own errors (:func:`druids.training.pushforward_condition`).
-    Such a step costs about ``2 * pushforward_levels - 1`` extra forward passes.
     """
 
     batch_size: int = 8
@@ -185,9 +174,6 @@ class TrainingConfig:
     final_lr_fraction: float = 0.05
     grad_clip: float = 1.0
     condition_noise: float = 1.0
-    condition_noise_shaped: float = 0.0
-    pushforward: float = 0.0
-    pushforward_levels: int = 3
     ema_decay: float = 0.995
     checkpoint_every: int = 250
     val_every: int = 250

@@ -68,7 +68,6 @@ from druids.config import (
     Config,
     DatasetConfig,
     ModelConfig,
-    SamplingConfig,
     TrainingConfig,
     WorldConfig,
     config_hash,
@@ -79,7 +78,6 @@ from druids.config import (
 from druids.data import heldsuarez
 from druids.data.dataset import STATIC_CHANNELS, ForecastDataset, NormStats, cached_norm_stats, data_fingerprint
 from druids.models import Denoiser, build_denoiser
-from druids.sampling import MemberNoise, sample
 
 #: An extra validation check: ``validate(ema_denoiser, stats, data) -> dict`` of JSON-able metrics.
 Validator = Callable[[Denoiser, NormStats, xr.Dataset], dict]
@@ -88,7 +86,7 @@ CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 N_VAL_SIGMAS = 6
 # Independent random streams derived from the root seed.
-INIT, ORDER, NOISE, VALIDATION, PUSHFORWARD, SHAPED = range(6)
+INIT, ORDER, NOISE, VALIDATION = range(4)
 
 
 @dataclass(frozen=True)
@@ -230,72 +228,26 @@ def collate(dataset: ForecastDataset, indices, device) -> tuple[torch.Tensor, to
 
 
 def perturb_condition(
-    condition: torch.Tensor,
-    target: torch.Tensor,
-    residual_to_state: torch.Tensor,
-    noise: float,
-    generator: torch.Generator,
-    shaped: torch.Tensor | None = None,
+    condition: torch.Tensor, target: torch.Tensor, residual_to_state: torch.Tensor, noise: float, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training-time errors on the condition's states, and the target residual from the erroneous state.
+    """Training-time noise on the condition's states, and the target residual from the noisy state.
 
     ``condition`` ``(B, history * C + S, H, W)`` (normalised states, most recent
     first, then ``S`` static channels), ``target`` ``(B, C, H, W)`` (normalised
     residual), ``residual_to_state`` ``(C,)`` (:attr:`ForecastDataset.residual_to_state`).
     Every state of the history gets independent white noise ``noise * eps`` in
     residual units (``noise * residual_to_state * eps`` in normalised state
-    units). ``shaped`` ``(B, C, H, W)``, optional, is an error with the spatial
-    structure of real 6-hour changes (scaled residuals of other training
-    samples) added, in residual units, to every state of the history as well.
-    The target becomes ``x_{t+6h} - (x_t + error)``, i.e. ``target - error_t``,
-    so the model learns to remove the error from the state it is given
-    (Sanchez-Gonzalez et al. 2020, ICML). Returns new tensors.
+    units); the target becomes ``x_{t+6h} - (x_t + error)``, i.e. ``target -
+    noise * eps_t``, so the model learns to remove the error from the state it
+    is given (Sanchez-Gonzalez et al. 2020, ICML). Returns new tensors.
     """
     n_channels = target.shape[1]
     n_states = (condition.shape[1] - len(STATIC_CHANNELS)) // n_channels
     shape = (condition.shape[0], n_states, n_channels, *condition.shape[2:])
-    error = noise * torch.randn(shape, generator=generator, device=condition.device, dtype=condition.dtype)
-    if shaped is not None:
-        error = error + shaped[:, None].to(condition.dtype)
-    state_error = (residual_to_state.to(condition.dtype)[:, None, None] * error).flatten(1, 2)
-    states = condition[:, : n_states * n_channels] + state_error
-    return torch.cat([states, condition[:, n_states * n_channels :]], dim=1), target - error[:, 0]
-
-
-def pushforward_condition(
-    denoiser: Denoiser,
-    condition: torch.Tensor,
-    target: torch.Tensor,
-    next_condition: torch.Tensor,
-    next_target: torch.Tensor,
-    residual_to_state: torch.Tensor,
-    n_levels: int,
-    generators: Sequence[torch.Generator],
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training sample ``i + 1`` with its newest state replaced by the model's own sample of it.
-
-    ``(condition, target)`` is sample ``i`` (states up to t, residual to
-    t + 6 h), ``(next_condition, next_target)`` sample ``i + 1``, normalised as
-    in :class:`~druids.data.dataset.ForecastDataset`: conditions
-    (B, history * C + S, H, W), targets (B, C, H, W); ``residual_to_state``
-    (C,) is :attr:`ForecastDataset.residual_to_state`. The model samples its
-    own residual ``r`` from ``condition`` (DPM-Solver++(2S) with GenCast's churn
-    on ``n_levels`` levels, no gradient; row b's noise from ``generators[b]``).
-    Its state ``x_t + r`` differs from the true ``x_{t+6h}`` by ``(r - target)``
-    residual units, so the returned condition is ``next_condition`` with that
-    error added to its newest state, and the returned target the residual from
-    there to the true ``x_{t+12h}``, ``next_target + target - r``. The model so
-    learns to correct the errors its own samples make: the pushforward trick of
-    Brandstetter, Worrall & Welling (2022, ICLR, "Message passing neural PDE
-    solvers"), with a sample in place of a deterministic prediction.
-    """
-    n_channels = target.shape[1]
-    noise = MemberNoise(generators, target.shape[1:], condition.dtype, condition.device)
-    with torch.no_grad():
-        residual, _ = sample(denoiser, condition, noise, SamplingConfig(n_levels=n_levels))
-    error = residual_to_state.to(condition.dtype)[:, None, None] * (residual - target)
-    newest = next_condition[:, :n_channels] + error
-    return torch.cat([newest, next_condition[:, n_channels:]], dim=1), next_target + target - residual
+    eps = torch.randn(shape, generator=generator, device=condition.device, dtype=condition.dtype)
+    state_noise = (noise * residual_to_state.to(condition.dtype)[:, None, None] * eps).flatten(1, 2)
+    states = condition[:, : n_states * n_channels] + state_noise
+    return torch.cat([states, condition[:, n_states * n_channels :]], dim=1), target - noise * eps[:, 0]
 
 
 # ------------------------------------------------------------------ validation
@@ -528,7 +480,7 @@ def _train(cfg: Config, run_dir, progress, stop_after, device, process: Process,
         while step < last:
             tick = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
-            loss = _accumulate_gradients(loss_module, model, train_set, cfg, step, device, process)
+            loss = _accumulate_gradients(loss_module, train_set, cfg, step, device, process)
             grad_norm = nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
@@ -555,36 +507,18 @@ def _train(cfg: Config, run_dir, progress, stop_after, device, process: Process,
     return TrainResult(ema.eval(), model.eval(), stats, run_dir, step, step - start)
 
 
-def _accumulate_gradients(
-    loss_module, denoiser: Denoiser, train_set: ForecastDataset, cfg: Config, step: int, device, process
-) -> float:
-    """Gradients of the global batch of ``step`` into ``.grad`` (averaged over processes); returns its mean loss.
-
-    ``denoiser`` (the trained model, unwrapped) samples the pushforward conditions.
-    """
+def _accumulate_gradients(loss_module, train_set: ForecastDataset, cfg: Config, step: int, device, process) -> float:
+    """Gradients of the global batch of ``step`` into ``.grad`` (averaged over processes); returns its mean loss."""
     tc = cfg.training
     indices = batch_indices(cfg.seed, step, tc.batch_size, len(train_set))
     mine = micro_batches(tc, process.world_size, process.rank)
     total = torch.zeros((), device=device)
     residual_to_state = torch.as_tensor(train_set.residual_to_state, device=device)
-    pushforward = np.random.default_rng(stream_seed(cfg.seed, PUSHFORWARD, step)).random() < tc.pushforward
-    if pushforward:  # sample i and its successor i + 1
-        indices = np.minimum(indices, len(train_set) - 2)
     for k, (j, lo, hi) in enumerate(mine):
         condition, target = collate(train_set, indices[lo:hi], device)
-        if pushforward:
-            generators = [torch.Generator().manual_seed(stream_seed(cfg.seed, PUSHFORWARD, step, j, b)) for b in range(hi - lo)]
-            condition, target = pushforward_condition(
-                denoiser, condition, target, *collate(train_set, indices[lo:hi] + 1, device), residual_to_state,
-                tc.pushforward_levels, generators,
-            )
         generator = torch.Generator(device).manual_seed(stream_seed(cfg.seed, NOISE, step, j))
-        shaped = None
-        if tc.condition_noise_shaped > 0:  # residuals of random other training samples
-            others = np.random.default_rng(stream_seed(cfg.seed, SHAPED, step, j)).integers(len(train_set), size=hi - lo)
-            shaped = tc.condition_noise_shaped * collate(train_set, others, device)[1]
-        if tc.condition_noise > 0 or shaped is not None:
-            condition, target = perturb_condition(condition, target, residual_to_state, tc.condition_noise, generator, shaped)
+        if tc.condition_noise > 0:
+            condition, target = perturb_condition(condition, target, residual_to_state, tc.condition_noise, generator)
         share = (hi - lo) / tc.batch_size
         sync = k == len(mine) - 1 or process.world_size == 1  # DDP all-reduces at the last micro-batch
         with nullcontext() if sync else loss_module.no_sync():

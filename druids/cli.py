@@ -15,7 +15,7 @@ from pathlib import Path
 import typer
 
 from druids import paths
-from druids.config import PROFILES, get_config
+from druids.config import PROFILES, get_config, objective_config
 
 app = typer.Typer(add_completion=False, help="DRUIDS compendium: run chapters, generate data.")
 
@@ -125,14 +125,12 @@ def train(
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
 ) -> None:
     """Train (or resume, or load if finished) the profile's denoiser; prints the run directory."""
-    import dataclasses
-
     from druids import calibration, training
 
     cfg = get_config(_check_profile(profile), seed=seed)
     if objective not in ("edm", "flow"):
         raise typer.BadParameter(f"objective must be edm or flow, not {objective!r}", param_hint="--objective")
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, objective=objective))
+    cfg = objective_config(cfg, objective)
     result = training.train(cfg, device=device, validators=[calibration.skill_validator(cfg)])
     typer.echo(str(result.run_dir))
 

@@ -35,7 +35,9 @@ ranks under ``torchrun``; after every step :func:`hold_global_mean` keeps the
 global-mean surface pressure (the atmosphere's mass) at its initial value
 (``SamplingConfig.conserve_mass``). :func:`rollout_climate` runs a long free rollout and
 keeps only its climate (zonal means, global-mean series); :func:`sampler_cost`
-measures NFE and wall time per member-step of a sampler setting.
+measures NFE and wall time per member-step of a sampler setting;
+:func:`tendency_bias` measures a model's systematic one-step error, which
+forecasts can subtract.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from tqdm.auto import tqdm
 from druids.cache import atomic_write
 from druids.config import DatasetConfig, SamplingConfig, to_dict
 from druids.data.dataset import (
+    ForecastDataset,
     NormStats,
     area_weights,
     denormalise_state,
@@ -428,12 +431,14 @@ def _rollout(
     dataset_cfg: DatasetConfig,
     seed: int,
     ic_perturbation: float | None,
+    residual_bias: torch.Tensor | None = None,
 ) -> Iterator[tuple[xr.DataArray, int]]:
     """This rank's ``members``, lead by lead: yields (physical state, NFE per step).
 
     The state is a channel stack ``(member, time, channel, latitude, longitude)``;
     lead 0 is the (perturbed) initial state. Members go through the model in
     batches of ``sampling_cfg.member_batch`` members x all initial times.
+    ``residual_bias`` (see :func:`tendency_bias`) is subtracted from every sampled residual.
     """
     variables = tuple(dataset_cfg.variables)
     param = next(denoiser.parameters())
@@ -453,6 +458,8 @@ def _rollout(
             c = _condition(b["history"], static, stats, variables).to(param.device, param.dtype)
             with torch.no_grad():
                 residual, nfe = sample(denoiser, c, b["noise"], sampling_cfg)
+            if residual_bias is not None:
+                residual = residual - residual_bias.to(residual.device, residual.dtype)
             if not torch.isfinite(residual).all():
                 raise ValueError(
                     f"The sampled residual at lead step {step} is not finite (NaN or inf): the model or sampler "
@@ -482,6 +489,34 @@ def hold_global_mean(state: xr.Dataset, reference: xr.Dataset, name: str) -> xr.
     target = reference[name].weighted(weights).mean(["latitude", "longitude"]).data
     shift = xr.DataArray(np.broadcast_to(target, current.shape) - current.data, dims=current.dims)
     return state.assign({name: (field + shift.astype(field.dtype)).transpose(*field.dims)})
+
+
+def tendency_bias(
+    denoiser, dataset: ForecastDataset, sigma: float = 88.0, batch_size: int = 16, seed: int = 0
+) -> torch.Tensor:
+    """The model's zonal-mean tendency bias on ``dataset``: (C, H, 1), normalised residual units.
+
+    The mean over all samples and longitudes of ``denoise(sigma * eps, c; sigma)
+    - target``: at a noise level as large as ``sigma`` (the top of GenCast's
+    range) the denoiser's estimate is its conditional-mean residual, so this is
+    the systematic part of its one-step error. Subtracting it from every
+    sampled residual (``residual_bias`` of :func:`forecast` and
+    :func:`rollout_climate`) is a tendency bias correction as in Danforth,
+    Kalnay & Miyoshi (2007, Monthly Weather Review, "Estimating and correcting
+    global weather model error"); estimate it on the training split.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    param = next(denoiser.parameters())
+    total = torch.zeros((), dtype=torch.float64)
+    with torch.no_grad():
+        for start in range(0, len(dataset), batch_size):
+            pairs = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+            condition, target = (torch.stack(part) for part in zip(*pairs))
+            noisy = sigma * torch.randn(target.shape, generator=generator)
+            level = torch.full((len(pairs),), sigma, dtype=param.dtype, device=param.device)
+            estimate = denoiser.denoise(noisy.to(param), condition.to(param), level).cpu()
+            total = total + (estimate.double() - target.double()).mean(dim=-1, keepdim=True).sum(dim=0)
+    return (total / len(dataset)).float()
 
 
 def _lead_dataset(
@@ -527,6 +562,7 @@ def forecast(
     store: Path | str | None = None,
     ic_perturbation: float | None = None,
     progress: bool = True,
+    residual_bias: torch.Tensor | None = None,
 ) -> xr.Dataset:
     """Autoregressive ensemble forecast of ``n_steps`` steps from each initial time.
 
@@ -542,6 +578,8 @@ def forecast(
     ``ic_perturbation``: std (normalised units) of Gaussian noise added to the
     initial states, from separate per-member generators (stream ``"ic"``), so
     that initial-condition and model spread can be studied apart.
+    ``residual_bias``: optional tendency bias correction (:func:`tendency_bias`),
+    subtracted from every sampled residual.
 
     Returns physical units, dims ``(init_time, member, lead_time, [level,]
     latitude, longitude)``, ``lead_time`` timedelta64 from 0 (the initial,
@@ -564,7 +602,8 @@ def forecast(
     init_times = _init_times(initial_conditions["time"].values, stats.step, dataset_cfg.history)
     leads = (np.arange(n_steps + 1) * stats.step).astype("timedelta64[ns]")
     rollout = _rollout(
-        denoiser, stats, initial_conditions, init_times, members, n_steps, sampling_cfg, dataset_cfg, seed, ic_perturbation
+        denoiser, stats, initial_conditions, init_times, members, n_steps, sampling_cfg, dataset_cfg, seed,
+        ic_perturbation, residual_bias,
     )
     device = next(denoiser.parameters()).device
     bar = tqdm(total=n_steps + 1, desc="forecast", unit="lead", disable=not progress or rank > 0)
@@ -618,6 +657,7 @@ def rollout_climate(
     n_members: int = 1,
     progress: bool = True,
     max_anomaly: float = 3.0,
+    residual_bias: torch.Tensor | None = None,
 ) -> xr.Dataset:
     """A long free-running rollout, reduced to its climate as it runs (memory holds one state).
 
@@ -637,13 +677,13 @@ def rollout_climate(
     so 3 flags a state far outside the world's variability) is not an error here: it
     stops, and ``attrs["stable_steps"]`` < ``n_steps`` says when; only the
     stable leads enter the climate. ``attrs`` also hold ``nfe_per_step`` and ``seconds``
-    (wall time of the rollout).
+    (wall time of the rollout). ``residual_bias`` as in :func:`forecast`.
     """
     check_sampler(sampling_cfg)
     init_times = _init_times(initial_conditions["time"].values, stats.step, dataset_cfg.history)
     rollout = _rollout(
         denoiser, stats, initial_conditions, init_times, list(range(n_members)), n_steps, sampling_cfg, dataset_cfg,
-        seed, None,
+        seed, None, residual_bias,
     )
     weights = area_weights(stats.latitude)
     everywhere = ["member", "time", "latitude", "longitude"]

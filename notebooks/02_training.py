@@ -38,13 +38,13 @@ import numpy as np
 import torch
 
 from druids import calibration, models, plotting, training
-from druids.config import get_config
+from druids.config import get_config, objective_config
 from druids.data import dataset
 from druids.values import write_values
 
 plotting.set_style()
 cfg = get_config(profile, seed=seed)
-configs = {obj: dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, objective=obj)) for obj in ("edm", "flow")}
+configs = {obj: objective_config(cfg, obj) for obj in ("edm", "flow")}
 print(cfg.model, cfg.training, sep="\n")
 
 # %%

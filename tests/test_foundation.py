@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from druids import cache, cli, paths, values
-from druids.config import PROFILES, Config, config_hash, from_dict, get_config, to_dict
+from druids.config import PROFILES, Config, config_hash, from_dict, get_config, objective_config, to_dict
 
 
 def test_unknown_profile_lists_valid_ones():
@@ -27,6 +27,17 @@ def test_default_world_meets_the_design():
     world = get_config("default").world
     assert (world.truncation, world.n_levels, world.output_hours) == (21, 8, 6)
     assert world.spinup_days >= 200 and world.noise_amplitude > 0
+
+
+def test_objective_config_gives_flow_its_own_steps():
+    cfg = get_config("default")
+    edm, flow = objective_config(cfg, "edm"), objective_config(cfg, "flow")
+    assert (edm.model.objective, flow.model.objective) == ("edm", "flow")
+    assert (edm.training.n_steps, flow.training.n_steps) == (cfg.training.n_steps, cfg.training.flow_n_steps)
+    smoke = get_config("smoke")  # no flow_n_steps: both objectives train as long
+    assert objective_config(smoke, "flow").training.n_steps == smoke.training.n_steps
+    with pytest.raises(ValueError, match="objective"):
+        objective_config(cfg, "ddpm")
 
 
 def test_compute_or_load_computes_once_per_config(tmp_path):

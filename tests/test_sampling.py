@@ -451,3 +451,29 @@ def test_forecast_distributed(store, stats, tmp_path):
     torch.multiprocessing.spawn(_distributed_worker, args=(2, port, str(path)), nprocs=2)
     single = forecast(tiny_model(), stats, store.isel(time=[3, 10]), 3, 2, SAMPLING, DATASET, seed=1, progress=False)
     xr.testing.assert_identical(xr.open_zarr(path).load(), single)
+
+
+def test_tendency_bias_is_the_mean_error_of_the_conditional_mean(store, stats):
+    """A model whose estimate is the normalised state: its bias is the zonal and sample mean of state - target."""
+    train = D.ForecastDataset(store, stats, "train", DATASET)
+    model = Analytic(lambda y, c, sigma: c[:, :3] + 0 * y)
+    bias = sampling.tendency_bias(model, train, batch_size=5)
+    conditions, targets = (torch.stack(part) for part in zip(*(train[i] for i in range(len(train)))))
+    expected = (conditions[:, :3] - targets).double().mean(dim=(0, 3))[..., None]
+    assert bias.shape == (3, H, 1)
+    torch.testing.assert_close(bias.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_forecast_subtracts_the_residual_bias(store, stats):
+    """A model that always samples ``r0``, corrected by ``r0``, forecasts what a model sampling zero does."""
+    r0 = torch.linspace(-1, 1, 3 * H * W).reshape(3, H, W).float()
+    shifted, zero = Analytic(lambda y, c, sigma: r0.to(y.dtype) + 0 * y), Analytic(lambda y, c, sigma: 0 * y)
+    init = store.isel(time=[3, 10])
+    corrected = forecast(shifted, stats, init, 2, 3, SAMPLING, DATASET, seed=0, progress=False, residual_bias=r0)
+    plain = forecast(zero, stats, init, 2, 3, SAMPLING, DATASET, seed=0, progress=False)
+    uncorrected = forecast(shifted, stats, init, 2, 3, SAMPLING, DATASET, seed=0, progress=False)
+    xr.testing.assert_allclose(corrected, plain, rtol=1e-5)
+    assert not np.allclose(uncorrected["u_component_of_wind"], plain["u_component_of_wind"])
+    climate = rollout_climate(shifted, stats, init, 3, SAMPLING, DATASET, seed=0, progress=False, residual_bias=r0)
+    expected = plain.isel(lead_time=slice(1, None), member=[0]).mean(["init_time", "member", "lead_time", "longitude"])
+    xr.testing.assert_allclose(climate["u_component_of_wind"], expected["u_component_of_wind"], rtol=1e-5)

@@ -35,9 +35,9 @@ ranks under ``torchrun``; after every step :func:`hold_global_mean` keeps the
 global-mean surface pressure (the atmosphere's mass) at its initial value
 (``SamplingConfig.conserve_mass``). :func:`rollout_climate` runs a long free rollout and
 keeps only its climate (zonal means, global-mean series); :func:`sampler_cost`
-measures NFE and wall time per member-step of a sampler setting;
-:func:`tendency_bias` measures a model's systematic one-step error, which
-forecasts can subtract.
+measures NFE and wall time per member-step of a sampler setting. Forecasts can
+subtract a model's systematic one-step error (``residual_bias``, measured by
+:func:`druids.training.tendency_bias`).
 """
 
 from __future__ import annotations
@@ -59,7 +59,6 @@ from tqdm.auto import tqdm
 from druids.cache import atomic_write
 from druids.config import DatasetConfig, SamplingConfig, to_dict
 from druids.data.dataset import (
-    ForecastDataset,
     NormStats,
     area_weights,
     denormalise_state,
@@ -438,7 +437,7 @@ def _rollout(
     The state is a channel stack ``(member, time, channel, latitude, longitude)``;
     lead 0 is the (perturbed) initial state. Members go through the model in
     batches of ``sampling_cfg.member_batch`` members x all initial times.
-    ``residual_bias`` (see :func:`tendency_bias`) is subtracted from every sampled residual.
+    ``residual_bias`` (see :func:`druids.training.tendency_bias`) is subtracted from every sampled residual.
     """
     variables = tuple(dataset_cfg.variables)
     param = next(denoiser.parameters())
@@ -489,34 +488,6 @@ def hold_global_mean(state: xr.Dataset, reference: xr.Dataset, name: str) -> xr.
     target = reference[name].weighted(weights).mean(["latitude", "longitude"]).data
     shift = xr.DataArray(np.broadcast_to(target, current.shape) - current.data, dims=current.dims)
     return state.assign({name: (field + shift.astype(field.dtype)).transpose(*field.dims)})
-
-
-def tendency_bias(
-    denoiser, dataset: ForecastDataset, sigma: float = 88.0, batch_size: int = 16, seed: int = 0
-) -> torch.Tensor:
-    """The model's zonal-mean tendency bias on ``dataset``: (C, H, 1), normalised residual units.
-
-    The mean over all samples and longitudes of ``denoise(sigma * eps, c; sigma)
-    - target``: at a noise level as large as ``sigma`` (the top of GenCast's
-    range) the denoiser's estimate is its conditional-mean residual, so this is
-    the systematic part of its one-step error. Subtracting it from every
-    sampled residual (``residual_bias`` of :func:`forecast` and
-    :func:`rollout_climate`) is a tendency bias correction as in Danforth,
-    Kalnay & Miyoshi (2007, Monthly Weather Review, "Estimating and correcting
-    global weather model error"); estimate it on the training split.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    param = next(denoiser.parameters())
-    total = torch.zeros((), dtype=torch.float64)
-    with torch.no_grad():
-        for start in range(0, len(dataset), batch_size):
-            pairs = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-            condition, target = (torch.stack(part) for part in zip(*pairs))
-            noisy = sigma * torch.randn(target.shape, generator=generator)
-            level = torch.full((len(pairs),), sigma, dtype=param.dtype, device=param.device)
-            estimate = denoiser.denoise(noisy.to(param), condition.to(param), level).cpu()
-            total = total + (estimate.double() - target.double()).mean(dim=-1, keepdim=True).sum(dim=0)
-    return (total / len(dataset)).float()
 
 
 def _lead_dataset(
@@ -578,7 +549,7 @@ def forecast(
     ``ic_perturbation``: std (normalised units) of Gaussian noise added to the
     initial states, from separate per-member generators (stream ``"ic"``), so
     that initial-condition and model spread can be studied apart.
-    ``residual_bias``: optional tendency bias correction (:func:`tendency_bias`),
+    ``residual_bias``: optional tendency bias correction (:func:`druids.training.tendency_bias`),
     subtracted from every sampled residual.
 
     Returns physical units, dims ``(init_time, member, lead_time, [level,]

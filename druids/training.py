@@ -76,7 +76,14 @@ from druids.config import (
     to_dict,
 )
 from druids.data import heldsuarez
-from druids.data.dataset import STATIC_CHANNELS, ForecastDataset, NormStats, cached_norm_stats, data_fingerprint
+from druids.data.dataset import (
+    STATIC_CHANNELS,
+    ForecastDataset,
+    NormStats,
+    area_weights,
+    cached_norm_stats,
+    data_fingerprint,
+)
 from druids.models import Denoiser, build_denoiser
 
 #: An extra validation check: ``validate(ema_denoiser, stats, data) -> dict`` of JSON-able metrics.
@@ -281,6 +288,50 @@ def validation_loss_by_sigma(
             estimate = denoiser.denoise(x0 + float(sigma) * eps, condition, float(sigma))
             total[k] += denoiser.weighted_mse(estimate, x0).sum().item()
     return xr.DataArray(total / len(indices), dims="sigma", coords={"sigma": np.asarray(sigmas)}, name="val_mse")
+
+
+def tendency_bias(
+    denoiser: Denoiser, dataset: ForecastDataset, sigma: float = 88.0, batch_size: int = 16, seed: int = 0
+) -> torch.Tensor:
+    """The model's zonal-mean tendency bias on ``dataset``: (C, H, 1), normalised residual units.
+
+    The mean over all samples and longitudes of ``denoise(sigma * eps, c; sigma)
+    - target``: at a noise level as large as ``sigma`` (the top of GenCast's
+    range) the denoiser's estimate is its conditional-mean residual, so this is
+    the systematic part of its one-step error. Subtracting it from every
+    sampled residual (``residual_bias`` of :func:`druids.sampling.forecast` and
+    :func:`druids.sampling.rollout_climate`) is a tendency bias correction as in
+    Danforth, Kalnay & Miyoshi (2007, Monthly Weather Review, "Estimating and
+    correcting global weather model error"); estimate it on the training split.
+    """
+    device = next(denoiser.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    total = torch.zeros((), dtype=torch.float64)
+    with torch.no_grad():
+        for start in range(0, len(dataset), batch_size):
+            condition, target = collate(dataset, range(start, min(start + batch_size, len(dataset))), device)
+            noisy = sigma * torch.randn(target.shape, generator=generator).to(device)
+            level = torch.full((len(target),), sigma, dtype=target.dtype, device=device)
+            error = (denoiser.denoise(noisy, condition, level) - target).double().cpu()
+            total = total + error.mean(dim=-1, keepdim=True).sum(dim=0)
+    return (total / len(dataset)).float()
+
+
+def tendency_bias_per_day(bias: torch.Tensor, stats: NormStats, step_hours: float) -> pd.DataFrame:
+    """:func:`tendency_bias` in physical units per day, one row per channel.
+
+    Columns: its area-weighted global mean and its largest absolute zonal mean
+    (over latitudes); ``step_hours`` is the model's time step.
+    """
+    per_day = bias.squeeze(-1).numpy() * stats.residual_std.values[:, None] * 24 / step_hours  # (channel, latitude)
+    weights = area_weights(stats.latitude).values  # mean 1
+    return pd.DataFrame(
+        {
+            "global mean [units/day]": (per_day * weights).mean(axis=1),
+            "largest zonal mean [units/day]": np.abs(per_day).max(axis=1),
+        },
+        index=stats.channel_names,
+    )
 
 
 # ----------------------------------------------------------------- checkpoints

@@ -192,23 +192,14 @@ high_k
 #
 # A small systematic one-step error adds up over a year. The free run therefore
 # subtracts the model's zonal-mean tendency bias, its conditional-mean residual
-# minus the truth averaged over the training split (`sampling.tendency_bias`;
+# minus the truth averaged over the training split (`training.tendency_bias`;
 # Danforth, Kalnay & Miyoshi 2007). The ensembles above are uncorrected. The
 # table gives the size of the bias in physical units per day.
 
 # %%
 train_set = dataset.ForecastDataset(data, stats, "train", cfg.dataset)
-bias = sampling.tendency_bias(denoisers["edm"], train_set)
-per_day = 24 / cfg.world.output_hours
-bias_physical = bias.squeeze(-1).numpy() * stats.residual_std.values[:, None] * per_day  # (channel, latitude)
-weights = dataset.area_weights(stats.latitude).values
-bias_table = pd.DataFrame(
-    {
-        "global mean [units/day]": (bias_physical * weights).mean(axis=1),
-        "largest zonal mean [units/day]": np.abs(bias_physical).max(axis=1),
-    },
-    index=stats.channel_names,
-)
+bias = training.tendency_bias(denoisers["edm"], train_set)
+bias_table = training.tendency_bias_per_day(bias, stats, cfg.world.output_hours)
 bias_table.round(3)
 
 # %%

@@ -15,7 +15,7 @@ import xarray as xr
 from druids.config import DatasetConfig, ModelConfig, SamplingConfig, from_dict
 from druids.data import dataset as D
 from druids.models import build_denoiser
-from druids import sampling
+from druids import sampling, training
 from druids.sampling import (
     SAMPLERS,
     MemberNoise,
@@ -457,11 +457,20 @@ def test_tendency_bias_is_the_mean_error_of_the_conditional_mean(store, stats):
     """A model whose estimate is the normalised state: its bias is the zonal and sample mean of state - target."""
     train = D.ForecastDataset(store, stats, "train", DATASET)
     model = Analytic(lambda y, c, sigma: c[:, :3] + 0 * y)
-    bias = sampling.tendency_bias(model, train, batch_size=5)
+    bias = training.tendency_bias(model, train, batch_size=5)
     conditions, targets = (torch.stack(part) for part in zip(*(train[i] for i in range(len(train)))))
     expected = (conditions[:, :3] - targets).double().mean(dim=(0, 3))[..., None]
     assert bias.shape == (3, H, 1)
     torch.testing.assert_close(bias.double(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_tendency_bias_per_day_is_in_physical_units(store, stats):
+    """A bias of one residual std everywhere is residual_std * 4 per day (6-h steps) in both columns."""
+    table = training.tendency_bias_per_day(torch.ones(3, H, 1), stats, 6)
+    expected = stats.residual_std.values * 4
+    np.testing.assert_allclose(table["global mean [units/day]"], expected, rtol=1e-5)
+    np.testing.assert_allclose(table["largest zonal mean [units/day]"], expected, rtol=1e-5)
+    assert list(table.index) == list(stats.channel_names)
 
 
 def test_forecast_subtracts_the_residual_bias(store, stats):

@@ -8,7 +8,10 @@ channels, 32 x 64 grid), measures in one run:
 - model FLOPs per sample, counted with ``torch.utils.flop_counter.FlopCounterMode``
   (forward + backward), and the achieved FLOP/s; on CUDA the model FLOP
   utilisation (MFU) against the device's dense bf16 peak (``--peak-tflops``,
-  default 989 for an H100 SXM).
+  default 989 for an H100 SXM);
+- on the CPU, samples/s of the ``default`` model's training step with the same
+  global batch in 1 process using every core against ``P`` gloo DDP processes
+  with ``cores / P`` threads each (what ``training.auto_processes`` chooses).
 Results go to ``bench/training.json``.
 
 Usage: ``python bench/training.py [--steps 10] [--batch 8]``
@@ -92,6 +95,56 @@ def measure(model_cfg, device, batch: int, steps: int, bf16: bool, compile_net: 
     }
 
 
+def _ddp_worker(rank: int, world: int, port: int, threads: int, batch: int, steps: int, results) -> None:
+    """One DDP process: ``batch / world`` samples per step; rank 0 reports seconds per step."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    from druids.training import LossModule
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(threads)
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    denoiser = build_denoiser(get_config("default").model, N_TARGET, N_CONDITION, np.linspace(-87.2, 87.2, GRID[0]))
+    module = DistributedDataParallel(LossModule(denoiser)) if world > 1 else LossModule(denoiser)
+    optimizer = torch.optim.AdamW(denoiser.parameters(), lr=1e-4)
+    x0, c = torch.randn(batch // world, N_TARGET, *GRID), torch.randn(batch // world, N_CONDITION, *GRID)
+    generator = torch.Generator().manual_seed(rank)
+
+    def step():
+        module(x0, c, generator).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(3):
+        step()
+    torch.distributed.barrier()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    torch.distributed.barrier()
+    if rank == 0:
+        results.put((time.perf_counter() - start) / steps)
+    torch.distributed.destroy_process_group()
+
+
+def measure_processes(processes: int, batch: int, steps: int) -> dict:
+    """Samples/s of the default model's training step in ``processes`` gloo processes sharing the cores."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    threads = max(1, (os.cpu_count() or 1) // processes)
+    results = mp.get_context("spawn").SimpleQueue()
+    mp.spawn(_ddp_worker, args=(processes, port, threads, batch, steps, results), nprocs=processes)
+    seconds = results.get()
+    return {"processes": processes, "threads_per_process": threads, "batch": batch, "seconds_per_step": seconds,
+            "samples_per_s": batch / seconds}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10)
@@ -109,6 +162,11 @@ def main() -> None:
             row = {"profile_model": profile, **measure(model_cfg, device, batch, args.steps, bf16, compile_net)}
             if device.type == "cuda":
                 row["mfu"] = row["achieved_tflops"] / args.peak_tflops
+            results.append(row)
+            print(json.dumps(row))
+    if device.type == "cpu":
+        for processes in sorted({1, min(2, os.cpu_count() or 1)}):
+            row = {"profile_model": "default", **measure_processes(processes, args.batch, args.steps)}
             results.append(row)
             print(json.dumps(row))
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"

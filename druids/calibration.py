@@ -93,7 +93,8 @@ def forecast_skill(
     initial times (evenly spaced over ``split``), members and sampler noise
     levels; ``leads_hours`` defaults to ``cfg.skill.leads_hours``. Climatology
     is the training split's time mean per grid point. Returns the forecast and
-    :func:`skill_table`.
+    :func:`skill_table`. The forecast runs in this process alone, also under
+    ``torchrun`` (training validates on rank 0 while the other ranks wait).
     """
     import dataclasses
 
@@ -112,26 +113,30 @@ def forecast_skill(
     sampling = dataclasses.replace(cfg.sampling, n_levels=cfg.skill.n_levels, member_batch=cfg.skill.n_members)
     fc = forecast(
         denoiser, stats, initial_states(part, part.time.values[starts], history), cfg.skill.n_members, max_steps, sampling, cfg.dataset,
-        seed=cfg.seed, progress=progress,
+        seed=cfg.seed, progress=progress, shard=False,
     )
     fc = fc.sel(init_time=part.time.values[starts])
     climatology = data.isel(time=splits["train"]).mean("time").load()
     return fc, skill_table(fc, part.load(), climatology, SKILL_FIELDS, leads_hours)
 
 
-def skill_validator(cfg):
+class SkillValidator:
     """A ``druids.training`` validator: 6-h skill of a quick ensemble on the validation split.
 
-    Returns ``validate(denoiser, stats, data) -> dict`` with, per field of
+    ``SkillValidator(cfg)(denoiser, stats, data) -> dict`` with, per field of
     :data:`SKILL_FIELDS`, the ensemble-mean, persistence and climatology RMSE.
+    A class rather than a closure so that it pickles into the processes of
+    ``training.train(..., processes=N)``.
     """
 
-    def validate(denoiser, stats, data) -> dict:
+    def __init__(self, cfg):
+        self.cfg = cfg
+
+    def __call__(self, denoiser, stats, data) -> dict:
+        cfg = self.cfg
         table = forecast_skill(denoiser, stats, data, cfg, split="val", leads_hours=[cfg.world.output_hours], progress=False)[1]
         table = table.reset_index()
         return {"field": table["field"].tolist(), **{k: table[k].tolist() for k in ("model", "persistence", "climatology")}}
-
-    return validate
 
 
 # ----------------------------------------------------------- spread and skill

@@ -123,6 +123,7 @@ def train(
     objective: str = typer.Option("edm", help="edm or flow"),
     seed: int = typer.Option(None, help="override the profile's seed"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
+    processes: int = typer.Option(0, help="local CPU training processes; 0: training.auto_processes"),
 ) -> None:
     """Train (or resume, or load if finished) the profile's denoiser; prints the run directory."""
     from druids import calibration, training
@@ -131,7 +132,8 @@ def train(
     if objective not in ("edm", "flow"):
         raise typer.BadParameter(f"objective must be edm or flow, not {objective!r}", param_hint="--objective")
     cfg = objective_config(cfg, objective)
-    result = training.train(cfg, device=device, validators=[calibration.skill_validator(cfg)])
+    processes = processes or training.auto_processes(cfg, device)
+    result = training.train(cfg, device=device, validators=[calibration.SkillValidator(cfg)], processes=processes)
     typer.echo(str(result.run_dir))
 
 

@@ -98,6 +98,15 @@ class DatasetConfig:
     ``history``: number of past states in the condition (1: x_t; 2: x_t and x_{t-6h}).
     Splits are contiguous time blocks in the order train, val, test, separated
     by ``gap_days`` so that samples of different splits are not correlated.
+
+    ``spectral_truncation``: the total wavenumber of the spectral model that
+    made the data (21: the Held–Suarez world, ``WorldConfig.truncation``), whose
+    states hold nothing beyond it (``druids.data.spectral``). The diffusion
+    noise is then isotropic white noise in that space (``sphere_noise``), the
+    training noise on the condition is projected onto it, and so is every
+    sampled state, so that the model sees and makes only states the world can
+    have. None: data that is not band-limited on a Gaussian grid (ERA5); all
+    noise stays white on the grid and samples are not projected.
     """
 
     variables: tuple[str, ...] = (
@@ -109,6 +118,7 @@ class DatasetConfig:
     history: int = 1
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     gap_days: float = 5.0
+    spectral_truncation: int | None = 21
 
 
 @dataclass(frozen=True)
@@ -167,7 +177,10 @@ class TrainingConfig:
     residual from the *noisy* state, so the model learns to undo errors in its
     input, which keeps autoregressive rollouts on the data's manifold
     (Sanchez-Gonzalez et al. 2020, ICML, "Learning to simulate complex physics
-    with graph networks"; see :func:`druids.training.perturb_condition`).
+    with graph networks"; see :func:`druids.training.perturb_condition`). With
+    ``DatasetConfig.spectral_truncation`` set, the noise is projected onto the
+    world's spherical harmonics, where the model's own errors live once
+    sampled states are projected too.
     """
 
     batch_size: int = 8

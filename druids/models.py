@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from druids.config import ModelConfig
+from druids.data import spectral
 from druids.data.dataset import area_weights as dataset_area_weights
 
 ACTIVATIONS = {
@@ -310,17 +311,27 @@ def check_model_config(cfg: ModelConfig) -> None:
 
 
 class Denoiser(nn.Module):
-    """Common part of the two wrappers: the network and the loss weights.
+    """Common part of the two wrappers: the network, the loss weights and the noise.
 
     ``lat_weights`` (H,) area weights of mean 1 (:func:`area_weights`) in the
     data's row order,
     ``channel_weights`` (C,) per target channel (default ones). Both are saved
     in the state dict, so a checkpoint for another grid fails to load.
+    ``noise_sphere``: ``(latitudes in degrees, truncation)`` to diffuse with noise
+    white on the sphere up to that total wavenumber (:meth:`noise_like`), or
+    None for noise white on the grid. Samplers use the same noise.
     """
 
-    def __init__(self, net: UNet, lat_weights: torch.Tensor, channel_weights: torch.Tensor | None = None):
+    def __init__(
+        self,
+        net: UNet,
+        lat_weights: torch.Tensor,
+        channel_weights: torch.Tensor | None = None,
+        noise_sphere: tuple[np.ndarray, int] | None = None,
+    ):
         super().__init__()
         self.net = net
+        self.noise_sphere = noise_sphere
         self.n_target = net.out_channels
         if channel_weights is None:
             channel_weights = torch.ones(self.n_target)
@@ -330,6 +341,19 @@ class Denoiser(nn.Module):
     def _per_sample(self, value, like: torch.Tensor) -> torch.Tensor:
         """A noise level or time as a (B,) tensor of ``like``'s dtype; a scalar is broadcast."""
         return torch.as_tensor(value, dtype=like.dtype, device=like.device).expand(like.shape[0])
+
+    def noise_like(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Standard normal noise shaped like ``x`` (B, C, H, W), drawn from ``generator`` on its device.
+
+        White on the grid, or, with ``noise_sphere``, white on the sphere and
+        band-limited (:func:`druids.data.spectral.sphere_noise`), so that noisy
+        targets stay in the space of the world's states.
+        """
+        if self.noise_sphere is None:
+            draw_device = generator.device if generator is not None else x.device
+            return torch.randn(x.shape, generator=generator, device=draw_device, dtype=x.dtype).to(x.device)
+        latitude, truncation = self.noise_sphere
+        return spectral.sphere_noise(x.shape, generator, latitude, truncation, x.dtype, x.device)
 
     def weighted_mse(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Area- and channel-weighted MSE per sample: (B, C, H, W) x 2 -> (B,)."""
@@ -360,8 +384,9 @@ class EDMDenoiser(Denoiser):
         sigma_min: float = 0.02,
         sigma_max: float = 88.0,
         rho: float = 7.0,
+        noise_sphere: tuple[np.ndarray, int] | None = None,
     ):
-        super().__init__(net, lat_weights, channel_weights)
+        super().__init__(net, lat_weights, channel_weights, noise_sphere)
         self.sigma_data, self.sigma_min, self.sigma_max, self.rho = sigma_data, sigma_min, sigma_max, rho
 
     def denoise(self, y: torch.Tensor, c: torch.Tensor, sigma) -> torch.Tensor:
@@ -384,7 +409,7 @@ class EDMDenoiser(Denoiser):
     def loss(self, x0: torch.Tensor, c: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Batch-mean of ``lambda(sigma) * weighted_mse(D(x0 + sigma eps, c; sigma), x0)``; scalar."""
         sigma = self.sample_sigma(x0.shape[0], generator, x0.device).to(x0.dtype)
-        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        eps = self.noise_like(x0, generator)
         y = x0 + sigma[:, None, None, None] * eps
         weight = (sigma**2 + self.sigma_data**2) / (sigma * self.sigma_data) ** 2
         return (weight * self.weighted_mse(self.denoise(y, c, sigma), x0)).mean()
@@ -418,24 +443,28 @@ class FlowMatchingDenoiser(Denoiser):
     def loss(self, x0: torch.Tensor, c: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Batch-mean of ``weighted_mse(velocity(x_t, c, t), eps - x0)``; scalar."""
         t = torch.rand(x0.shape[0], generator=generator, device=x0.device, dtype=x0.dtype)
-        eps = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        eps = self.noise_like(x0, generator)
         tt = t[:, None, None, None]
         x_t = (1 - tt) * x0 + tt * eps
         return self.weighted_mse(self.velocity(x_t, c, t), eps - x0).mean()
 
 
 def build_denoiser(
-    model_cfg: ModelConfig, n_target: int, n_condition: int, latitudes, channel_weights=None
+    model_cfg: ModelConfig, n_target: int, n_condition: int, latitudes, channel_weights=None, noise_truncation=None
 ) -> EDMDenoiser | FlowMatchingDenoiser:
     """The denoiser of ``model_cfg.objective`` ("edm" or "flow") for a grid with ``latitudes`` (degrees, (H,)).
 
     ``channel_weights`` (n_target,): per-channel loss weights, default ones.
+    ``noise_truncation``: diffuse with noise white on the sphere up to this
+    total wavenumber (``DatasetConfig.spectral_truncation``; needs a Gaussian
+    grid), or None for noise white on the grid.
     """
     check_model_config(model_cfg)
     net = UNet(n_target + n_condition, n_target, model_cfg)
     weights = area_weights(latitudes)
+    sphere = None if noise_truncation is None else (np.asarray(latitudes, dtype=np.float64), int(noise_truncation))
     if model_cfg.objective == "flow":
-        return FlowMatchingDenoiser(net, weights, channel_weights)
+        return FlowMatchingDenoiser(net, weights, channel_weights, sphere)
     return EDMDenoiser(
         net,
         weights,
@@ -444,6 +473,7 @@ def build_denoiser(
         sigma_min=model_cfg.sigma_min,
         sigma_max=model_cfg.sigma_max,
         rho=model_cfg.rho,
+        noise_sphere=sphere,
     )
 
 
@@ -465,6 +495,6 @@ def denoise_at_levels(denoiser: Denoiser, x0: torch.Tensor, c: torch.Tensor, sig
     ``x0`` (C, H, W), ``c`` (Cc, H, W); returns two tensors (len(sigmas), C, H, W).
     """
     sigma = torch.as_tensor(np.asarray(sigmas), dtype=x0.dtype)
-    eps = torch.randn((len(sigma), *x0.shape), generator=generator, dtype=x0.dtype)
+    eps = denoiser.noise_like(x0[None].expand(len(sigma), *x0.shape), generator)
     noisy = x0[None] + sigma[:, None, None, None] * eps
     return noisy, denoiser.denoise(noisy, c[None].expand(len(sigma), *c.shape), sigma)

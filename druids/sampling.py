@@ -26,15 +26,21 @@ where the network's kernels are batch-invariant and to rounding otherwise (on
 CPU, oneDNN convolutions and BLAS matrix-vector products treat a batch of one
 differently from larger batches).
 
-Noise is white on the grid (i.i.d. per grid point), as in training
-(``druids.models``); GenCast uses noise white on the sphere instead.
+Noise is the denoiser's training noise (``Denoiser.noise_sphere``): white on
+the grid (i.i.d. per grid point), or isotropic on the sphere and band-limited
+to the data's spectral truncation (:func:`druids.data.spectral.sphere_noise`),
+as GenCast's noise is isotropic on the sphere.
 
 :func:`forecast` rolls the model out autoregressively into an ensemble in the
 WeatherBench2 layout, in memory or streamed to zarr, and shards members over
-ranks under ``torchrun``; after every step :func:`hold_global_mean` keeps the
-global-mean surface pressure (the atmosphere's mass) at its initial value
-(``SamplingConfig.conserve_mass``). :func:`rollout_climate` runs a long free rollout and
-keeps only its climate (zonal means, global-mean series); :func:`sampler_cost`
+ranks under ``torchrun``. After every step the new state is projected onto the
+spherical harmonics of the spectral model that made the data
+(``DatasetConfig.spectral_truncation``, :mod:`druids.data.spectral`), and
+:func:`hold_global_mean` keeps the global-mean surface pressure (the
+atmosphere's mass) at its initial value (``SamplingConfig.conserve_mass``).
+:func:`rollout_climate` runs long free rollouts, member by member until each
+leaves the world's range, and keeps only their climate (zonal means,
+global-mean series); :func:`sampler_cost`
 measures NFE and wall time per member-step of a sampler setting. Forecasts can
 subtract a model's systematic one-step error (``residual_bias``, measured by
 :func:`druids.training.tendency_bias`).
@@ -59,6 +65,7 @@ from tqdm.auto import tqdm
 from druids.cache import atomic_write
 from druids.config import DatasetConfig, SamplingConfig, to_dict
 from druids.data.dataset import (
+    SPATIAL_DIMS,
     NormStats,
     area_weights,
     denormalise_state,
@@ -69,6 +76,7 @@ from druids.data.dataset import (
     static_features,
     to_channels,
 )
+from druids.data.spectral import sphere_noise, truncate_state
 
 DIFFUSION_SAMPLERS = ("edm", "dpmpp_2s")
 FLOW_SAMPLERS = ("flow_euler", "flow_heun", "flow_sde")
@@ -100,16 +108,32 @@ def init_key(time: np.datetime64) -> int:
 
 
 class MemberNoise:
-    """Standard normal draws ``(B, *shape)``: row b from ``generators[b]`` on CPU, then moved to ``device``."""
+    """Standard normal draws ``(B, *shape)``: row b from ``generators[b]`` on CPU, then moved to ``device``.
 
-    def __init__(self, generators: Sequence[torch.Generator], shape: Sequence[int], dtype=torch.float32, device="cpu"):
+    White on the grid, or with ``sphere = (latitudes, truncation)`` white on the
+    sphere up to that wavenumber (:func:`druids.data.spectral.sphere_noise`),
+    as the denoiser's ``noise_sphere`` says it was trained.
+    """
+
+    def __init__(
+        self,
+        generators: Sequence[torch.Generator],
+        shape: Sequence[int],
+        dtype=torch.float32,
+        device="cpu",
+        sphere: tuple[np.ndarray, int] | None = None,
+    ):
         self.generators = list(generators)
         self.shape = tuple(shape)
         self.dtype = dtype
         self.device = torch.device(device)
+        self.sphere = sphere
 
     def __call__(self) -> torch.Tensor:
-        draws = [torch.randn(self.shape, generator=g, dtype=self.dtype) for g in self.generators]
+        if self.sphere is None:
+            draws = [torch.randn(self.shape, generator=g, dtype=self.dtype) for g in self.generators]
+        else:
+            draws = [sphere_noise(self.shape, g, *self.sphere, dtype=self.dtype) for g in self.generators]
         return torch.stack(draws).to(self.device)
 
 
@@ -419,6 +443,77 @@ def _initial_history(
     return perturbed
 
 
+class _MemberBatch:
+    """Members that go through the model together, from all of their initial times.
+
+    ``history``: their states at t, t - step, ... (physical, dims ``member, time,
+    ...``), most recent first; ``noise``: one generator per row ``(member, time)``,
+    member-major, as the condition's rows (:func:`_condition`).
+    """
+
+    def __init__(self, members: Sequence[int], history: list[xr.Dataset], noise: MemberNoise):
+        self.members, self.history, self.noise = list(members), history, noise
+
+    def keep(self, rows: np.ndarray) -> None:
+        """Keep only the members at positions ``rows`` (a bool mask or indices over ``members``)."""
+        rows = np.flatnonzero(rows) if np.asarray(rows).dtype == bool else np.asarray(rows, dtype=int)
+        n_times = self.history[0].sizes["time"]
+        self.members = [self.members[i] for i in rows]
+        self.history = [state.isel(member=rows) for state in self.history]
+        self.noise.generators = [self.noise.generators[i * n_times + j] for i in rows for j in range(n_times)]
+
+
+def _member_batches(
+    denoiser, stats: NormStats, initial_conditions: xr.Dataset, init_times: np.ndarray, members: Sequence[int],
+    sampling_cfg: SamplingConfig, dataset_cfg: DatasetConfig, seed: int, ic_perturbation: float | None,
+) -> list[_MemberBatch]:
+    """``members`` in batches of ``sampling_cfg.member_batch``, each with its initial history and noise generators."""
+    param = next(denoiser.parameters())
+    shape = (len(stats.channel_names), stats.latitude.size, stats.longitude.size)
+    batches = []
+    for start in range(0, len(members), sampling_cfg.member_batch):
+        batch = members[start : start + sampling_cfg.member_batch]
+        generators = [member_generator(seed, "model", init_key(t), m) for m in batch for t in init_times]
+        history = _initial_history(initial_conditions, init_times, batch, stats, dataset_cfg, seed, ic_perturbation)
+        noise = MemberNoise(generators, shape, param.dtype, param.device, getattr(denoiser, "noise_sphere", None))
+        batches.append(_MemberBatch(batch, history, noise))
+    return batches
+
+
+def _sample_residual(
+    denoiser, batch: _MemberBatch, static: torch.Tensor, stats: NormStats, sampling_cfg: SamplingConfig,
+    residual_bias: torch.Tensor | None,
+) -> tuple[torch.Tensor, int]:
+    """The batch's next normalised residuals ``(member, time, C, H, W)`` on the CPU, and the NFE it took.
+
+    ``residual_bias`` (see :func:`druids.training.tendency_bias`) is subtracted from every sample.
+    """
+    param = next(denoiser.parameters())
+    c = _condition(batch.history, static, stats, stats.variables).to(param.device, param.dtype)
+    with torch.no_grad():
+        residual, nfe = sample(denoiser, c, batch.noise, sampling_cfg)
+    if residual_bias is not None:
+        residual = residual - residual_bias.to(residual.device, residual.dtype)
+    n_times = batch.history[0].sizes["time"]
+    return residual.reshape(len(batch.members), n_times, *residual.shape[1:]).cpu(), nfe
+
+
+def _advance(
+    batch: _MemberBatch, residual: torch.Tensor, stats: NormStats, sampling_cfg: SamplingConfig, truncation: int | None
+) -> None:
+    """Add ``residual`` (from :func:`_sample_residual`) to the batch's latest states and push the new state
+    onto its history. With ``truncation`` (``DatasetConfig.spectral_truncation``) the new state is projected
+    onto the world's spherical harmonics; with ``sampling_cfg.conserve_mass`` its global-mean surface
+    pressure is then held."""
+    latest = batch.history[0]
+    new = residual_to_state(latest, residual, stats, ("member", "time"), {"member": batch.members})
+    if truncation is not None:
+        new = truncate_state(new, truncation)
+    if sampling_cfg.conserve_mass and MASS_VARIABLE in stats.variables:
+        new = hold_global_mean(new, latest, MASS_VARIABLE)
+    batch.history = [new, *batch.history[:-1]]
+
+
 def _rollout(
     denoiser,
     stats: NormStats,
@@ -440,37 +535,22 @@ def _rollout(
     ``residual_bias`` (see :func:`druids.training.tendency_bias`) is subtracted from every sampled residual.
     """
     variables = tuple(dataset_cfg.variables)
-    param = next(denoiser.parameters())
     static = torch.from_numpy(static_features(initial_conditions["latitude"], initial_conditions["longitude"]).values)
-    shape = (len(stats.channel_names), stats.latitude.size, stats.longitude.size)
-    batches = []
-    for start in range(0, len(members), sampling_cfg.member_batch):
-        batch = members[start : start + sampling_cfg.member_batch]
-        generators = [member_generator(seed, "model", init_key(t), m) for m in batch for t in init_times]
-        history = _initial_history(initial_conditions, init_times, batch, stats, dataset_cfg, seed, ic_perturbation)
-        noise = MemberNoise(generators, shape, param.dtype, param.device)
-        batches.append({"members": batch, "history": history, "noise": noise})
+    batches = _member_batches(
+        denoiser, stats, initial_conditions, init_times, members, sampling_cfg, dataset_cfg, seed, ic_perturbation
+    )
     nfe = 0
-    yield xr.concat([to_channels(b["history"][0], variables) for b in batches], dim="member"), nfe
+    yield xr.concat([to_channels(b.history[0], variables) for b in batches], dim="member"), nfe
     for step in range(1, n_steps + 1):
         for b in batches:
-            c = _condition(b["history"], static, stats, variables).to(param.device, param.dtype)
-            with torch.no_grad():
-                residual, nfe = sample(denoiser, c, b["noise"], sampling_cfg)
-            if residual_bias is not None:
-                residual = residual - residual_bias.to(residual.device, residual.dtype)
+            residual, nfe = _sample_residual(denoiser, b, static, stats, sampling_cfg, residual_bias)
             if not torch.isfinite(residual).all():
                 raise ValueError(
                     f"The sampled residual at lead step {step} is not finite (NaN or inf): the model or sampler "
                     "is unstable; check the checkpoint, the noise levels and the sampler settings."
                 )
-            residual = residual.reshape(len(b["members"]), len(init_times), *shape).cpu()
-            coords = {"member": list(b["members"])}
-            new = residual_to_state(b["history"][0], residual, stats, ("member", "time"), coords)
-            if sampling_cfg.conserve_mass and MASS_VARIABLE in variables:
-                new = hold_global_mean(new, b["history"][0], MASS_VARIABLE)
-            b["history"] = [new, *b["history"][:-1]]
-        yield xr.concat([to_channels(b["history"][0], variables) for b in batches], dim="member"), nfe
+            _advance(b, residual, stats, sampling_cfg, dataset_cfg.spectral_truncation)
+        yield xr.concat([to_channels(b.history[0], variables) for b in batches], dim="member"), nfe
 
 
 def hold_global_mean(state: xr.Dataset, reference: xr.Dataset, name: str) -> xr.Dataset:
@@ -534,6 +614,7 @@ def forecast(
     ic_perturbation: float | None = None,
     progress: bool = True,
     residual_bias: torch.Tensor | None = None,
+    shard: bool = True,
 ) -> xr.Dataset:
     """Autoregressive ensemble forecast of ``n_steps`` steps from each initial time.
 
@@ -548,7 +629,9 @@ def forecast(
 
     ``ic_perturbation``: std (normalised units) of Gaussian noise added to the
     initial states, from separate per-member generators (stream ``"ic"``), so
-    that initial-condition and model spread can be studied apart.
+    that initial-condition and model spread can be studied apart. It is white
+    on the grid; with ``dataset_cfg.spectral_truncation`` the first step's
+    projection keeps only its part in the world's state space.
     ``residual_bias``: optional tendency bias correction (:func:`druids.training.tendency_bias`),
     subtracted from every sampled residual.
 
@@ -558,6 +641,9 @@ def forecast(
     is computed (memory holds one lead), published atomically when complete,
     and returned lazily. Under ``torchrun`` members are sharded over ranks,
     gathered each lead, and rank 0 writes; every rank returns the result.
+    ``shard=False``: this process makes every member alone, whatever the other
+    ranks do (a check that one rank runs while the others wait, such as a
+    training validator).
     """
     check_sampler(sampling_cfg)
     if n_members < 1 or n_steps < 0 or sampling_cfg.member_batch < 1:
@@ -565,7 +651,7 @@ def forecast(
             f"Need n_members >= 1, n_steps >= 0 and SamplingConfig.member_batch >= 1; "
             f"got {n_members}, {n_steps}, {sampling_cfg.member_batch}"
         )
-    rank, world = _distributed()
+    rank, world = _distributed() if shard else (0, 1)
     if n_members < world:
         raise ValueError(f"{n_members} members cannot be shared by {world} processes; run fewer processes")
     shards = np.array_split(np.arange(n_members), world)
@@ -630,61 +716,91 @@ def rollout_climate(
     max_anomaly: float = 3.0,
     residual_bias: torch.Tensor | None = None,
 ) -> xr.Dataset:
-    """A long free-running rollout, reduced to its climate as it runs (memory holds one state).
+    """Long free-running rollouts, reduced to their climate as they run (memory holds one state per member).
 
     Rolls ``n_members`` members out for ``n_steps`` steps from every initial time
-    of ``initial_conditions`` (as :func:`forecast`, same noise streams) and keeps:
+    of ``initial_conditions`` (as :func:`forecast`, same noise streams; one
+    initial time after the other, its members in batches of
+    ``sampling_cfg.member_batch``). Each (initial time, member) pair is a
+    trajectory that stops on its own when it goes unstable: a non-finite sampled
+    residual, or a channel whose area-weighted RMS anomaly from the data mean
+    exceeds ``max_anomaly`` data standard deviations (the data's own is about 1,
+    so 3 flags a state far outside the world's variability). That is not an
+    error here; the other trajectories go on. Returns, in physical units:
 
-    * every variable's time-, member- and zonal-mean over leads 1 ..
-      ``stable_steps`` (the initial state excluded), named as in the data,
-      dims ``([level,] latitude)`` (all NaN if not even one step was stable);
+    * every variable's zonal mean over all stable states of all trajectories
+      (leads 1 .. ``stable_steps``, the initial state excluded), named as in the
+      data, dims ``([level,] latitude)`` (all NaN if no step was stable);
     * ``global_mean``, ``global_rms``: area-weighted (``dataset.area_weights``)
-      mean and root-mean-square of each channel per lead, averaged over members
-      and initial times, ``(lead_time, channel)``; lead 0 is the initial state.
+      mean and root-mean-square of each channel, ``(init_time, member,
+      lead_time, channel)``; lead 0 is the initial state, NaN after a
+      trajectory stopped;
+    * ``stable_steps``: ``(init_time, member)``, the number of steps each
+      trajectory stayed stable (``n_steps`` if it never left).
 
-    Physical units. A rollout that goes unstable (a non-finite sampled residual
-    or state, or a channel whose area-weighted RMS anomaly from the data mean
-    exceeds ``max_anomaly`` data standard deviations; the data's own is about 1,
-    so 3 flags a state far outside the world's variability) is not an error here: it
-    stops, and ``attrs["stable_steps"]`` < ``n_steps`` says when; only the
-    stable leads enter the climate. ``attrs`` also hold ``nfe_per_step`` and ``seconds``
-    (wall time of the rollout). ``residual_bias`` as in :func:`forecast`.
+    ``attrs``: ``n_steps``, ``nfe_per_step`` and ``seconds`` (wall time of all
+    rollouts). ``residual_bias`` as in :func:`forecast`.
     """
     check_sampler(sampling_cfg)
     init_times = _init_times(initial_conditions["time"].values, stats.step, dataset_cfg.history)
-    rollout = _rollout(
-        denoiser, stats, initial_conditions, init_times, list(range(n_members)), n_steps, sampling_cfg, dataset_cfg,
-        seed, None, residual_bias,
-    )
+    static = torch.from_numpy(static_features(initial_conditions["latitude"], initial_conditions["longitude"]).values)
     weights = area_weights(stats.latitude)
-    everywhere = ["member", "time", "latitude", "longitude"]
-    zonal_sum, means, rms, nfe, stable = 0.0, [], [], 0, 0
+    shape = (len(init_times), n_members, n_steps + 1, len(stats.channel_names))
+    global_mean, global_rms = np.full(shape, np.nan), np.full(shape, np.nan)
+    stable_steps = np.zeros(shape[:2], dtype=int)
+    zonal_sum, n_zonal, nfe = 0.0, 0, 0
     start = time.perf_counter()
-    bar = tqdm(total=n_steps, desc="climate rollout", unit="step", disable=not progress)
-    try:
-        for k, (state, nfe) in enumerate(rollout):
-            if not np.isfinite(state.values).all():
-                break
-            anomaly = ((state - stats.mean) / stats.std) ** 2
-            if float(np.sqrt(anomaly.weighted(weights).mean(everywhere)).max()) > max_anomaly:
-                break
-            means.append(state.weighted(weights).mean(everywhere))
-            rms.append(np.sqrt((state**2).weighted(weights).mean(everywhere)))
-            if k > 0:
-                zonal_sum = zonal_sum + state.mean(["member", "time", "longitude"])
-                stable = k
+    bar = tqdm(total=len(init_times) * n_steps, desc="climate rollouts", unit="step", disable=not progress)
+    for i, init_time in enumerate(init_times):
+        batches = _member_batches(
+            denoiser, stats, initial_conditions, init_times[i : i + 1], list(range(n_members)), sampling_cfg,
+            dataset_cfg, seed, None,
+        )
+        for step in range(n_steps + 1):
+            for b in batches:
+                if step > 0 and b.members:
+                    residual, nfe = _sample_residual(denoiser, b, static, stats, sampling_cfg, residual_bias)
+                    finite = torch.isfinite(residual).flatten(1).all(dim=1)
+                    b.keep(finite.numpy())
+                    _advance(b, residual[finite], stats, sampling_cfg, dataset_cfg.spectral_truncation)
+                if not b.members:
+                    continue
+                state = to_channels(b.history[0], stats.variables).isel(time=0, drop=True)  # (member, channel, lat, lon)
+                anomaly = np.sqrt((((state - stats.mean) / stats.std) ** 2).weighted(weights).mean(SPATIAL_DIMS))
+                b.keep((anomaly.max("channel") <= max_anomaly).values)
+                if not b.members:
+                    continue
+                state = state.sel(member=b.members)
+                global_mean[i, b.members, step] = state.weighted(weights).mean(SPATIAL_DIMS).values
+                global_rms[i, b.members, step] = np.sqrt((state**2).weighted(weights).mean(SPATIAL_DIMS)).values
+                stable_steps[i, b.members] = step
+                if step > 0:
+                    zonal_sum = zonal_sum + state.sum("member").mean("longitude")
+                    n_zonal += len(b.members)
+            bar.set_postfix(stable=sum(len(b.members) for b in batches), init=str(init_time)[:13])
+            if step > 0:
                 bar.update()
-    except ValueError as error:  # _rollout's non-finite residual: the model went unstable
-        if "not finite" not in str(error):
-            raise
+            if not any(b.members for b in batches):
+                bar.update(n_steps - step)
+                break
     bar.close()
     seconds = time.perf_counter() - start
-    leads = (np.arange(len(means)) * stats.step).astype("timedelta64[ns]")
-    zonal = zonal_sum / stable if stable else xr.full_like(means[0], np.nan) * xr.ones_like(weights)
+    if n_zonal:
+        zonal = zonal_sum / n_zonal
+    else:
+        zonal = xr.full_like(to_channels(initial_conditions.isel(time=0), stats.variables).mean("longitude"), np.nan)
     out = from_channels(zonal.expand_dims(longitude=[0.0], axis=-1)).isel(longitude=0, drop=True)
-    out["global_mean"] = xr.concat(means, dim="lead_time").assign_coords(lead_time=leads)
-    out["global_rms"] = xr.concat(rms, dim="lead_time").assign_coords(lead_time=leads)
-    return out.assign_attrs(stable_steps=stable, n_steps=n_steps, nfe_per_step=nfe, seconds=seconds)
+    coords = {
+        "init_time": init_times,
+        "member": np.arange(n_members),
+        "lead_time": (np.arange(n_steps + 1) * stats.step).astype("timedelta64[ns]"),
+        "channel": stats.channel_names,
+    }
+    dims = tuple(coords)
+    out["global_mean"] = xr.DataArray(global_mean, dims=dims, coords=coords)
+    out["global_rms"] = xr.DataArray(global_rms, dims=dims, coords=coords)
+    out["stable_steps"] = xr.DataArray(stable_steps, dims=dims[:2], coords={k: coords[k] for k in dims[:2]})
+    return out.assign_attrs(n_steps=n_steps, nfe_per_step=nfe, seconds=seconds)
 
 
 def sampler_cost(

@@ -75,7 +75,7 @@ from druids.config import (
     get_config,
     to_dict,
 )
-from druids.data import heldsuarez
+from druids.data import heldsuarez, spectral
 from druids.data.dataset import (
     STATIC_CHANNELS,
     ForecastDataset,
@@ -210,6 +210,12 @@ def open_data(cfg: Config, rank: int = 0, progress: bool = True) -> tuple[xr.Dat
 
     Under ``torchrun`` rank 0 prepares them while the other processes wait.
     """
+    truncation = cfg.dataset.spectral_truncation
+    if truncation is not None and truncation != cfg.world.truncation:
+        raise ValueError(
+            f"DatasetConfig.spectral_truncation={truncation} differs from the world's truncation "
+            f"T{cfg.world.truncation}; set it to {cfg.world.truncation} (or None to leave noise and samples unprojected)."
+        )
     if rank > 0:
         torch_dist.barrier()
     ds = heldsuarez.open_world(cfg.world, progress=progress and rank == 0)
@@ -225,7 +231,9 @@ def build_model(cfg: Config, stats: NormStats) -> Denoiser:
     n_condition = cfg.dataset.history * n_target + len(STATIC_CHANNELS)
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(stream_seed(cfg.seed, INIT))
-        return build_denoiser(cfg.model, n_target, n_condition, np.array(stats.latitude))
+        return build_denoiser(
+            cfg.model, n_target, n_condition, np.array(stats.latitude), noise_truncation=cfg.dataset.spectral_truncation
+        )
 
 
 def collate(dataset: ForecastDataset, indices, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,23 +243,34 @@ def collate(dataset: ForecastDataset, indices, device) -> tuple[torch.Tensor, to
 
 
 def perturb_condition(
-    condition: torch.Tensor, target: torch.Tensor, residual_to_state: torch.Tensor, noise: float, generator: torch.Generator
+    condition: torch.Tensor,
+    target: torch.Tensor,
+    residual_to_state: torch.Tensor,
+    noise: float,
+    generator: torch.Generator,
+    latitude=None,
+    truncation: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Training-time noise on the condition's states, and the target residual from the noisy state.
 
     ``condition`` ``(B, history * C + S, H, W)`` (normalised states, most recent
     first, then ``S`` static channels), ``target`` ``(B, C, H, W)`` (normalised
     residual), ``residual_to_state`` ``(C,)`` (:attr:`ForecastDataset.residual_to_state`).
-    Every state of the history gets independent white noise ``noise * eps`` in
+    Every state of the history gets independent noise ``noise * eps`` in
     residual units (``noise * residual_to_state * eps`` in normalised state
     units); the target becomes ``x_{t+6h} - (x_t + error)``, i.e. ``target -
     noise * eps_t``, so the model learns to remove the error from the state it
-    is given (Sanchez-Gonzalez et al. 2020, ICML). Returns new tensors.
+    is given (Sanchez-Gonzalez et al. 2020, ICML). ``eps`` is white on the grid,
+    or, with ``truncation`` and the grid's ``latitude`` (degrees), white noise
+    projected onto the spherical harmonics up to ``truncation``
+    (:func:`druids.data.spectral.truncate`). Returns new tensors.
     """
     n_channels = target.shape[1]
     n_states = (condition.shape[1] - len(STATIC_CHANNELS)) // n_channels
     shape = (condition.shape[0], n_states, n_channels, *condition.shape[2:])
     eps = torch.randn(shape, generator=generator, device=condition.device, dtype=condition.dtype)
+    if truncation is not None:
+        eps = spectral.truncate(eps, latitude, truncation)
     state_noise = (noise * residual_to_state.to(condition.dtype)[:, None, None] * eps).flatten(1, 2)
     states = condition[:, : n_states * n_channels] + state_noise
     return torch.cat([states, condition[:, n_states * n_channels :]], dim=1), target - noise * eps[:, 0]
@@ -283,7 +302,7 @@ def validation_loss_by_sigma(
     total = np.zeros(len(sigmas))
     for start in range(0, len(indices), batch_size):
         condition, x0 = collate(dataset, indices[start : start + batch_size], device)
-        eps = torch.randn(x0.shape, generator=generator, device=device)
+        eps = denoiser.noise_like(x0, generator)
         for k, sigma in enumerate(sigmas):
             estimate = denoiser.denoise(x0 + float(sigma) * eps, condition, float(sigma))
             total[k] += denoiser.weighted_mse(estimate, x0).sum().item()
@@ -310,7 +329,7 @@ def tendency_bias(
     with torch.no_grad():
         for start in range(0, len(dataset), batch_size):
             condition, target = collate(dataset, range(start, min(start + batch_size, len(dataset))), device)
-            noisy = sigma * torch.randn(target.shape, generator=generator).to(device)
+            noisy = sigma * denoiser.noise_like(target, generator)
             level = torch.full((len(target),), sigma, dtype=target.dtype, device=device)
             error = (denoiser.denoise(noisy, condition, level) - target).double().cpu()
             total = total + error.mean(dim=-1, keepdim=True).sum(dim=0)
@@ -467,6 +486,7 @@ def train(
     stop_after: int | None = None,
     device: str = "auto",
     validators: Sequence[Validator] = (),
+    processes: int = 1,
 ) -> TrainResult:
     """Train the denoiser of ``cfg`` in ``run_dir`` (default :func:`default_run_dir`), resuming from its checkpoint.
 
@@ -475,9 +495,27 @@ def train(
     had been killed (tests). Under ``torchrun`` the process group is started
     here (and closed again) unless the caller started it. ``validators``: extra
     checks run with the EMA model at every validation step (rank 0), each
-    logged as a ``val_extra`` record, e.g. ``calibration.skill_validator``
+    logged as a ``val_extra`` record, e.g. ``calibration.SkillValidator``
     (passed in, so that training does not import later stages).
+
+    ``processes`` > 1 (CPU only): train in that many local processes started
+    here, as ``torchrun`` would (gloo DDP, ``cpu_count // processes`` threads
+    each), while this process shows their progress and then loads the result.
+    Validators must then pickle. See :func:`auto_processes`.
     """
+    if processes > 1 and Process.from_env().world_size == 1:
+        if stop_after is not None:
+            raise ValueError("stop_after needs processes=1 (it imitates a killed single process)")
+        if resolve_device(device).type != "cpu":
+            raise ValueError(f"processes={processes} starts CPU processes; on {device} use torchrun instead")
+        run_dir = default_run_dir(cfg) if run_dir is None else Path(run_dir)
+        open_data(cfg, progress=progress)  # generate the world here, where its progress is shown
+        before = _checkpoint_step(run_dir)
+        if before < cfg.training.n_steps:
+            _train_in_processes(cfg, run_dir, processes, validators, progress)
+        result = train(cfg, run_dir, progress=False, device="cpu")  # finished: loads without training
+        result.steps_run = result.step - before
+        return result
     process = Process.from_env()
     device = resolve_device(device, process.local_rank)
     own_group = process.world_size > 1 and not torch_dist.is_initialized()
@@ -490,6 +528,68 @@ def train(
     finally:
         if own_group:
             torch_dist.destroy_process_group()
+
+
+def auto_processes(cfg: Config, device: str = "auto") -> int:
+    """How many local processes :func:`train` should use for ``cfg`` on ``device``.
+
+    On the CPU, one per micro-batch of the global batch, at most one per core:
+    with ``TrainingConfig.micro_batch`` set the weights do not depend on the
+    number of processes, and on 2 cores two single-threaded processes train
+    about 1.5x faster than one with two threads (``bench/training.py``). 1 on
+    CUDA (use ``torchrun`` for several GPUs) and when ``micro_batch`` is None.
+    """
+    tc = cfg.training
+    if resolve_device(device).type != "cpu" or tc.micro_batch is None:
+        return 1
+    return max(1, min(os.cpu_count() or 1, tc.batch_size // tc.micro_batch))
+
+
+def _checkpoint_step(run_dir: Path) -> int:
+    """The optimiser step of the run's checkpoint, 0 if it has none."""
+    path = Path(run_dir) / CHECKPOINT
+    return int(torch.load(path, map_location="cpu", weights_only=True)["step"]) if path.exists() else 0
+
+
+def _train_in_processes(cfg: Config, run_dir: Path, processes: int, validators, progress: bool) -> None:
+    """Run :func:`train` in ``processes`` spawned CPU processes; a progress bar follows rank 0's metrics log."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    threads = max(1, (os.cpu_count() or 1) // processes)
+    workers = mp.spawn(
+        _process_worker, args=(processes, port, threads, cfg, run_dir, list(validators)), nprocs=processes, join=False
+    )
+    desc = f"train {cfg.model.objective} ({processes} processes)"
+    with tqdm(total=cfg.training.n_steps, disable=not progress, desc=desc, unit="step") as bar:
+        while not workers.join(timeout=2):
+            bar.update(max(0, _logged_step(run_dir) - bar.n))
+        bar.update(max(0, _logged_step(run_dir) - bar.n))
+
+
+def _logged_step(run_dir: Path) -> int:
+    """The step of the last complete record in the run's metrics log (0 if there is none yet)."""
+    path = Path(run_dir) / METRICS
+    lines = path.read_text().splitlines() if path.exists() else []
+    for line in reversed(lines):
+        try:
+            return int(json.loads(line)["step"])
+        except (json.JSONDecodeError, KeyError):  # a line being written
+            continue
+    return 0
+
+
+def _process_worker(rank: int, processes: int, port: int, threads: int, cfg: Config, run_dir: Path, validators) -> None:
+    """One of :func:`_train_in_processes`'s processes: the ``torchrun`` environment, then :func:`train`."""
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(processes), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(threads)
+    train(cfg, run_dir, progress=False, device="cpu", validators=validators)
 
 
 def _train(cfg: Config, run_dir, progress, stop_after, device, process: Process, validators=()) -> TrainResult:
@@ -569,7 +669,10 @@ def _accumulate_gradients(loss_module, train_set: ForecastDataset, cfg: Config, 
         condition, target = collate(train_set, indices[lo:hi], device)
         generator = torch.Generator(device).manual_seed(stream_seed(cfg.seed, NOISE, step, j))
         if tc.condition_noise > 0:
-            condition, target = perturb_condition(condition, target, residual_to_state, tc.condition_noise, generator)
+            condition, target = perturb_condition(
+                condition, target, residual_to_state, tc.condition_noise, generator,
+                train_set.latitude, cfg.dataset.spectral_truncation,
+            )
         share = (hi - lo) / tc.batch_size
         sync = k == len(mine) - 1 or process.world_size == 1  # DDP all-reduces at the last micro-batch
         with nullcontext() if sync else loss_module.no_sync():
@@ -594,13 +697,18 @@ def _validate(ema: Denoiser, val_set: ForecastDataset, cfg: Config) -> dict:
 
 
 def load_trained(
-    cfg: Config, run_dir: Path | None = None, progress: bool = True, device: str = "auto", validators: Sequence[Validator] = ()
+    cfg: Config,
+    run_dir: Path | None = None,
+    progress: bool = True,
+    device: str = "auto",
+    validators: Sequence[Validator] = (),
+    processes: int = 1,
 ):
     """``(ema_denoiser, stats, metrics)`` of the run of ``cfg``, training it first if it is not finished.
 
-    ``metrics`` is :func:`read_metrics`'s table; ``validators`` as in :func:`train`.
+    ``metrics`` is :func:`read_metrics`'s table; ``validators`` and ``processes`` as in :func:`train`.
     """
-    result = train(cfg, run_dir, progress=progress, device=device, validators=validators)
+    result = train(cfg, run_dir, progress=progress, device=device, validators=validators, processes=processes)
     return result.ema, result.stats, read_metrics(result.run_dir)
 
 

@@ -24,10 +24,16 @@ device = "auto"  # auto | cpu | cuda
 # predicting the normalised 6-hour residual of the Held–Suarez world from the current
 # state. The network is bias-free (Mohan et al. 2020), so the denoiser is homogeneous
 # of degree one in (noisy target, condition) — the property chapter 4 relies on.
-# During training the condition's state gets white noise of
-# `TrainingConfig.condition_noise` residual standard deviations and the target is the
-# residual from that noisy state (Sanchez-Gonzalez et al. 2020): the model learns to
-# undo small errors in its input, which chapter 3's long rollouts need.
+# The world is a T21 spectral model, so its states hold no spherical harmonic beyond
+# total wavenumber 21 (`DatasetConfig.spectral_truncation`). The diffusion noise is
+# therefore isotropic on the sphere and band-limited to T21 (GenCast also diffuses with
+# isotropic noise on the sphere) rather than white on the grid: noisy targets stay in
+# the space of the world's states.
+# During training the condition's state also gets noise of
+# `TrainingConfig.condition_noise` residual standard deviations, projected onto the same
+# spherical harmonics, and the target is the residual from that noisy state
+# (Sanchez-Gonzalez et al. 2020): the model learns to undo small errors in its input,
+# which chapter 3's long rollouts need.
 # Trained runs are cached by configuration; re-running the chapter loads them.
 
 # %%
@@ -48,8 +54,12 @@ configs = {obj: objective_config(cfg, obj) for obj in ("edm", "flow")}
 print(cfg.model, cfg.training, sep="\n")
 
 # %%
-# trains if not cached; every validation step also logs the 6-h skill of a quick ensemble
-runs = {obj: training.load_trained(c, device=device, validators=[calibration.skill_validator(c)]) for obj, c in configs.items()}
+# trains if not cached, on a multi-core CPU in several processes (training.auto_processes);
+# every validation step also logs the 6-h skill of a quick ensemble
+runs = {
+    obj: training.load_trained(c, device=device, validators=[calibration.SkillValidator(c)], processes=training.auto_processes(c, device))
+    for obj, c in configs.items()
+}
 denoisers = {obj: run[0].cpu().eval() for obj, run in runs.items()}
 stats = runs["edm"][1]
 metrics = {obj: run[2] for obj, run in runs.items()}

@@ -178,13 +178,15 @@ high_k = {label: float(s.sel(lead_time=map_leads[-1], zonal_wavenumber=slice(8, 
 high_k
 
 # %% [markdown]
-# ## A long free-running rollout: is the model's climate the world's?
-# One member of the EDM model runs freely from the first test time with the sampler
-# of `SamplingStudyConfig` (`climate_sampler`, `climate_n_levels`), reduced to its
-# zonal-mean climate as it runs. The reference is the time mean of the simulator's
-# data store. If the model runs away (a channel's RMS anomaly beyond 3 data standard
-# deviations, see `sampling.rollout_climate`) the rollout stops there and the
-# climate is the mean over the days before. As in every forecast here, each step
+# ## Long free-running rollouts: is the model's climate the world's?
+# `climate_members` members of the EDM model run freely from the first test time with
+# the sampler of `SamplingStudyConfig` (`climate_sampler`, `climate_n_levels`), reduced
+# to their zonal-mean climate as they run. Members share nothing but the initial
+# state, so after a few weeks they are independent runs, and how many of them last
+# says more than one run can. The reference is the time mean of the simulator's
+# data store. A member that runs away (a channel's RMS anomaly beyond 3 data
+# standard deviations, see `sampling.rollout_climate`) stops there, the others go
+# on, and the climate is the mean over every member's stable days. As in every forecast here, each step
 # holds the global-mean surface pressure at its initial value
 # (`SamplingConfig.conserve_mass`): the world's mass is fixed, the model's mass
 # budget is not (without the fixer the 1500-step default model's global-mean
@@ -212,8 +214,12 @@ rollout = sampling.rollout_climate(
 )
 data_zonal = data[["u_component_of_wind", "temperature"]].mean(["time", "longitude"]).load()
 data_rms_u = np.sqrt(diagnostics.global_mean(data.u_component_of_wind.sel(level=312.5) ** 2)).load()
-stable_days = rollout.attrs["stable_steps"] * cfg.world.output_hours / 24
-print(f"{stable_days:g} of {study.climate_days:g} days stable, {rollout.attrs['nfe_per_step']} NFE per step, {rollout.attrs['seconds'] / 60:.1f} min")
+stable_days = rollout.stable_steps.isel(init_time=0) * cfg.world.output_hours / 24
+stable_members = int((rollout.stable_steps == climate_steps).sum())
+print(
+    f"stable days per member: {stable_days.values.tolist()} of {study.climate_days:g}; "
+    f"{rollout.attrs['nfe_per_step']} NFE per step, {rollout.attrs['seconds'] / 60:.1f} min"
+)
 
 # %%
 fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
@@ -225,7 +231,7 @@ fig.colorbar(cu, ax=axes[0, 0], label="zonal-mean u [m/s]")
 axes[0, 0].set_title("zonal-mean u: model (filled), world (contours)")
 axes[0, 0].set_ylabel("sigma x 1000 [hPa]")
 for ax, (name, level) in zip((axes[0, 1], axes[1, 0]), (("u_component_of_wind", 312.5), ("temperature", 812.5))):
-    ax.plot(rollout.latitude, rollout[name].sel(level=level), label=f"model rollout ({stable_days:g} days)")
+    ax.plot(rollout.latitude, rollout[name].sel(level=level), label=f"model, {study.climate_members} member(s), {float(stable_days.sum()):g} days")
     ax.plot(data_zonal.latitude, data_zonal[name].sel(level=level), "k--", label="world (data store)")
     ax.set_ylabel(f"zonal mean [{data[name].attrs['units']}]")
     ax.set_title(f"zonal-mean {name} at {level:g} hPa")
@@ -233,7 +239,8 @@ for ax in (axes[0, 0], axes[0, 1], axes[1, 0]):
     ax.set_xlabel("latitude [deg]")
 axes[0, 1].legend(fontsize=8)
 rollout_days = rollout.lead_time / np.timedelta64(1, "D")
-axes[1, 1].plot(rollout_days, rollout.global_rms.sel(channel="u_component_of_wind@312.5"), lw=0.8, label="model rollout")
+for member, rms in rollout.global_rms.sel(channel="u_component_of_wind@312.5").isel(init_time=0).groupby("member"):
+    axes[1, 1].plot(rollout_days, rms.squeeze(), lw=0.8, label="model members" if member == 0 else None)
 axes[1, 1].plot((data.time - data.time[0]) / np.timedelta64(1, "D"), data_rms_u, "k", lw=0.8, alpha=0.6, label="world (data store)")
 axes[1, 1].set_xlabel("days from start")
 axes[1, 1].set_ylabel("area-weighted RMS [m/s]")
@@ -304,7 +311,9 @@ values = {
     "samplingRmseOracleU": f"{float(at_final['oracle'].rmse.sel(field='u_component_of_wind@312.5')):.2f}",
     "samplingHighWavenumberEnergyRatio": f"{100 * high_k['model'] / high_k['oracle']:.0f}",
     "samplingClimateDays": f"{study.climate_days:g}",
-    "samplingClimateStableDays": f"{stable_days:g}",
+    "samplingClimateMembers": str(study.climate_members),
+    "samplingClimateStableMembers": str(stable_members),
+    "samplingClimateShortestDays": f"{float(stable_days.min()):g}",
     "samplingTendencyBiasT": f"{bias_table.loc[[c for c in stats.channel_names if c.startswith('temperature')], 'global mean [units/day]'].abs().max():.3f}",
     "samplingClimateSampler": study.climate_sampler.replace("_", r"\_"),
     "samplingClimateLevels": str(study.climate_n_levels),

@@ -32,7 +32,7 @@ from fixtures.make_sampling_fixture import EXPECTED_PATH, MODEL_PATH, load_denoi
 H, W = 8, 16
 LATITUDES = np.rad2deg(np.arcsin(np.polynomial.legendre.leggauss(H)[0]))  # Gaussian grid, ascending
 VARIABLES = ("u_component_of_wind", "surface_pressure")
-DATASET = DatasetConfig(variables=VARIABLES, split_fractions=(0.7, 0.15, 0.15), gap_days=0.5)
+DATASET = DatasetConfig(variables=VARIABLES, split_fractions=(0.7, 0.15, 0.15), gap_days=0.5, spectral_truncation=None)
 SAMPLING = SamplingConfig(n_levels=4, member_batch=2)
 NFE = {"edm": lambda n: 2 * n - 1, "dpmpp_2s": lambda n: 2 * n - 1, "flow_euler": lambda n: n,
        "flow_heun": lambda n: 2 * n - 1, "flow_sde": lambda n: n}  # fmt: skip
@@ -106,6 +106,9 @@ class Analytic(torch.nn.Module):
     def denoise(self, y, c, sigma):
         self.conditions.append(c.clone())
         return self.fn(y, c, sigma[:, None, None, None])
+
+    def noise_like(self, x, generator=None):
+        return torch.randn(x.shape, generator=generator, dtype=x.dtype)
 
 
 def around_state(y, c, sigma, s=0.5):
@@ -342,6 +345,24 @@ def test_forecast_rolls_out_sampled_states(store, stats, conserve_mass):
     assert (abs(drift - initial_mass) < 0.1).all().item() == conserve_mass
 
 
+def test_forecast_projects_states_onto_the_spectral_truncation(store, stats):
+    """With ``spectral_truncation``, every sampled state is the projection of the unprojected step
+    (then mass-fixed): no zonal wavenumber beyond the truncation, same global-mean surface pressure."""
+    from druids.data import spectral
+
+    dataset_cfg = dataclasses.replace(DATASET, spectral_truncation=3)
+    init = store.isel(time=[3])
+    plain = forecast(Analytic(around_state), stats, init, 2, 1, SAMPLING, DATASET, seed=0, progress=False)
+    projected = forecast(Analytic(around_state), stats, init, 2, 1, SAMPLING, dataset_cfg, seed=0, progress=False)
+    expected = spectral.truncate_state(plain.isel(lead_time=1)[["u_component_of_wind"]], 3)
+    xr.testing.assert_allclose(projected["u_component_of_wind"].isel(lead_time=1), expected["u_component_of_wind"], rtol=1e-5, atol=1e-4)
+    zonal = np.abs(np.fft.rfft(projected["surface_pressure"].isel(lead_time=1).values, axis=-1))
+    assert zonal[..., 4:].max() < 1e-6 * zonal.max()
+    weights = D.area_weights(store.latitude)
+    mass = projected["surface_pressure"].weighted(weights).mean(["latitude", "longitude"])
+    np.testing.assert_allclose(mass.isel(lead_time=1), mass.isel(lead_time=0), rtol=1e-6)
+
+
 def test_ic_perturbation(store, stats):
     """IC noise has the requested std in normalised units, differs by member, and is separate from model noise."""
     init = store.isel(time=[3])
@@ -393,9 +414,10 @@ def test_rollout_climate_matches_forecast(store, stats):
     for name in VARIABLES:
         xr.testing.assert_allclose(clim[name], expected[name], rtol=1e-5)
     weights = D.area_weights(store.latitude)
-    ps = ens["surface_pressure"].weighted(weights).mean(["init_time", "member", "latitude", "longitude"])
+    ps = ens["surface_pressure"].weighted(weights).mean(["latitude", "longitude"])
     np.testing.assert_allclose(clim["global_mean"].sel(channel="surface_pressure"), ps, rtol=1e-6)
-    assert clim.attrs["stable_steps"] == 3 and clim.attrs["nfe_per_step"] == 7 and clim.sizes["lead_time"] == 4
+    assert (clim["stable_steps"] == 3).all() and clim["stable_steps"].dims == ("init_time", "member")
+    assert clim.attrs["nfe_per_step"] == 7 and clim.sizes["lead_time"] == 4
     assert (clim["global_rms"] >= abs(clim["global_mean"]) - 1e-3).all()
 
 
@@ -404,11 +426,13 @@ def test_rollout_climate_stops_when_unstable(store, stats):
     calls = []
     model = Analytic(lambda y, c, sigma: (calls.append(1), around_state(y, c, sigma) * (1 if len(calls) <= 14 else np.nan))[1])
     clim = rollout_climate(model, stats, store.isel(time=[3]), 5, SAMPLING, DATASET, seed=0, progress=False)
-    assert clim.attrs["stable_steps"] == 2 and clim.sizes["lead_time"] == 3
+    assert int(clim["stable_steps"].squeeze()) == 2 and clim.sizes["lead_time"] == 6
+    assert clim["global_mean"].isel(lead_time=slice(0, 3)).notnull().all()
+    assert clim["global_mean"].isel(lead_time=slice(3, None)).isnull().all()
     assert np.isfinite(clim["u_component_of_wind"]).all()
     never = Analytic(lambda y, c, sigma: torch.full_like(y, float("nan")))
     clim = rollout_climate(never, stats, store.isel(time=[3]), 5, SAMPLING, DATASET, seed=0, progress=False)
-    assert clim.attrs["stable_steps"] == 0 and clim["u_component_of_wind"].isnull().all()
+    assert int(clim["stable_steps"].squeeze()) == 0 and clim["u_component_of_wind"].isnull().all()
 
 
 def test_rollout_climate_stops_when_the_state_runs_away(store, stats):
@@ -416,7 +440,27 @@ def test_rollout_climate_stops_when_the_state_runs_away(store, stats):
     kick = torch.tensor((3 * stats.std / stats.residual_std).values, dtype=torch.float32)[None, :, None, None]
     runaway = Analytic(lambda y, c, sigma: kick.to(y.dtype).expand_as(y))
     clim = rollout_climate(runaway, stats, store.isel(time=[3]), 8, SAMPLING, DATASET, seed=0, progress=False, max_anomaly=10.0)
-    assert 0 < clim.attrs["stable_steps"] < 8
+    assert 0 < int(clim["stable_steps"].squeeze()) < 8
+
+
+def test_rollout_climate_drops_only_the_unstable_member(store, stats):
+    """Member 1 of a two-member batch goes NaN at the first step: it stops there, member 0 and the other
+    initial time go on, and the climate is that of the stable trajectories alone."""
+
+    def fails_second_row(y, c, sigma):
+        out = around_state(y, c, sigma)
+        if y.shape[0] == 2:  # both members of the batch still there
+            out = out * torch.tensor([1.0, float("nan")], dtype=y.dtype)[:, None, None, None]
+        return out
+
+    init = store.isel(time=[3, 10])
+    clim = rollout_climate(Analytic(fails_second_row), stats, init, 4, SAMPLING, DATASET, seed=1, n_members=2, progress=False)
+    np.testing.assert_array_equal(clim["stable_steps"], [[4, 0], [4, 0]])
+    assert clim["global_mean"].sel(member=1).isel(lead_time=slice(1, None)).isnull().all()
+    alone = rollout_climate(Analytic(around_state), stats, init, 4, SAMPLING, DATASET, seed=1, n_members=1, progress=False)
+    for name in VARIABLES:
+        xr.testing.assert_allclose(clim[name], alone[name], rtol=1e-5)
+    xr.testing.assert_allclose(clim["global_rms"].sel(member=[0]), alone["global_rms"], rtol=1e-6)
 
 
 def test_sampler_cost(store, stats):

@@ -181,12 +181,34 @@ def test_two_ddp_processes_match_one(smoke_store, smoke_cfg, tmp_path):
         torch.testing.assert_close(two[0].state_dict()[name], value, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.timeout(300, method="thread")  # a validator that waits for the other rank would hang here
+def test_train_in_processes_matches_one_and_validates(smoke_store, smoke_cfg, tmp_path):
+    """``processes=2`` trains in two spawned gloo processes: the one-process weights, and the skill validator
+    (a forecast that rank 0 makes alone while rank 1 waits) is logged instead of deadlocking."""
+    from druids import calibration
+
+    tc = dataclasses.replace(
+        smoke_cfg.training, batch_size=4, micro_batch=2, n_steps=6, warmup_steps=2, checkpoint_every=6, val_every=3
+    )
+    cfg = dataclasses.replace(smoke_cfg, training=tc)
+    assert training.auto_processes(cfg, "cpu") == min(2, os.cpu_count())
+    assert training.auto_processes(smoke_cfg, "cpu") == 1  # no micro_batch: weights would depend on processes
+    one = training.train(cfg, tmp_path / "one", progress=False)
+    two = training.train(cfg, tmp_path / "two", progress=False, processes=2, validators=[calibration.SkillValidator(cfg)])
+    assert two.steps_run == 6 and two.step == 6
+    for name, value in one.ema.state_dict().items():
+        torch.testing.assert_close(two.ema.state_dict()[name], value, rtol=1e-5, atol=1e-6)
+    assert sorted(training.read_extra_validation(tmp_path / "two")["step"].unique()) == [3, 6]
+    again = training.train(cfg, tmp_path / "two", progress=False, processes=2)
+    assert again.steps_run == 0
+
+
 def test_extra_validators_are_logged(smoke_store, tmp_path):
     """``validators`` run at each validation step and land in the metrics log (here: 6-h forecast skill)."""
     from druids import calibration
 
     cfg = get_config("smoke")
-    training.train(cfg, run_dir=tmp_path / "run", progress=False, validators=[calibration.skill_validator(cfg)])
+    training.train(cfg, run_dir=tmp_path / "run", progress=False, validators=[calibration.SkillValidator(cfg)])
     extra = training.read_extra_validation(tmp_path / "run")
     assert sorted(extra["step"].unique()) == [10, 20]
     assert set(extra["field"]) == {f"{name}@{level:g}" for name, level in calibration.SKILL_FIELDS}
@@ -210,6 +232,21 @@ def test_condition_noise_keeps_the_next_state(history):
     # the noise is 0.5 residual stds: 0.5 * ratio in state units, on every lag
     state_noise = (noisy - condition)[:, : history * c].reshape(n, history, c, -1)
     np.testing.assert_allclose(state_noise.std(dim=(0, 1, 3)).numpy(), 0.5 * ratio.numpy(), rtol=0.1)
+
+
+def test_condition_noise_can_lie_in_the_spectral_truncation():
+    """Projected condition noise has no zonal wavenumber beyond the truncation, and state + residual is unchanged."""
+    latitude = np.rad2deg(np.arcsin(np.polynomial.legendre.leggauss(16)[0]))
+    condition, target = torch.randn(2, 3 + 4, 16, 32), torch.randn(2, 3, 16, 32)
+    ratio = torch.ones(3)
+    noisy, new_target = training.perturb_condition(
+        condition, target, ratio, 1.0, torch.Generator().manual_seed(0), latitude, 5
+    )
+    noise = noisy[:, :3] - condition[:, :3]
+    spectrum = torch.fft.rfft(noise, dim=-1).abs()
+    assert spectrum[..., 6:].max() < 1e-5 * spectrum.max()
+    torch.testing.assert_close(noisy[:, :3] + new_target, condition[:, :3] + target)
+    torch.testing.assert_close(noisy[:, 3:], condition[:, 3:])
 
 
 def test_training_with_condition_noise_runs(smoke_store, smoke_cfg, tmp_path):

@@ -475,7 +475,8 @@ class ForecastDataset(torch.utils.data.Dataset):
     ``target``: normalised residual ``(x_{t+step} - x_t - residual_mean) /
     residual_std``, shape ``(C, lat, lon)``. Samples exist for every t whose
     history and t+step lie inside the split. The split is loaded into memory
-    (float32 numpy, physical units) when the dataset is built.
+    (float32 numpy, physical units) when the dataset is built. ``times``: the
+    sample times t; ``latitude``: the grid's latitudes (degrees).
     """
 
     def __init__(self, ds: xr.Dataset, stats: NormStats, split: str, config: DatasetConfig):
@@ -495,6 +496,7 @@ class ForecastDataset(torch.utils.data.Dataset):
         self._x = channels.values.astype(np.float32)
         self._check_finite(channels["time"].values)
         self.times = part["time"].values[self.history - 1 : -1]
+        self.latitude = part["latitude"].values
         hours = int(stats.step / np.timedelta64(1, "h"))
         self.condition_channel_names = [
             f"{name}:t-{lag * hours}h" for lag in range(self.history) for name in self.channel_names

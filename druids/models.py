@@ -98,9 +98,22 @@ def pad_sphere(x: torch.Tensor, width: int = 1) -> torch.Tensor:
     return torch.cat([x[..., -width:], x, x[..., :width]], dim=-1)
 
 
-def area_weights(latitudes) -> torch.Tensor:
-    """:func:`druids.data.dataset.area_weights` as a float64 tensor; ``latitudes`` in degrees, (H,) -> (H,)."""
-    return torch.as_tensor(dataset_area_weights(np.asarray(latitudes, dtype=np.float64)).values)
+LATITUDE_WEIGHTINGS = ("area", "sqrt_area", "uniform")
+
+
+def latitude_weights(latitudes, weighting: str = "area") -> torch.Tensor:
+    """Loss weights per latitude, mean 1, float64: ``latitudes`` in degrees, (H,) -> (H,).
+
+    ``"area"``: cos(latitude) (:func:`druids.data.dataset.area_weights`), the
+    sphere's own measure; ``"sqrt_area"``: sqrt(cos(latitude)), which counts
+    the polar caps about three times more than their area; ``"uniform"``: every
+    grid row alike. See ``ModelConfig.latitude_weighting``.
+    """
+    if weighting not in LATITUDE_WEIGHTINGS:
+        raise ValueError(f"latitude weighting {weighting!r}; choose one of {', '.join(LATITUDE_WEIGHTINGS)}")
+    area = dataset_area_weights(np.asarray(latitudes, dtype=np.float64)).values
+    weights = {"area": area, "sqrt_area": np.sqrt(area), "uniform": np.ones_like(area)}[weighting]
+    return torch.as_tensor(weights / weights.mean())
 
 
 def weighted_mse(
@@ -109,7 +122,7 @@ def weighted_mse(
     """Area- and channel-weighted mean squared error per sample.
 
     ``pred, target`` (B, C, H, W), ``lat_weights`` (H,) (mean 1, see
-    :func:`area_weights`), ``channel_weights`` (C,) -> (B,).
+    :func:`latitude_weights`), ``channel_weights`` (C,) -> (B,).
     """
     if lat_weights.shape[0] != pred.shape[-2] or channel_weights.shape[0] != pred.shape[1]:
         raise ValueError(
@@ -306,6 +319,10 @@ def check_model_config(cfg: ModelConfig) -> None:
             f"A bias-free model needs a positively homogeneous activation, not {cfg.activation!r}; "
             f"choose one of {', '.join(HOMOGENEOUS_ACTIVATIONS)} or set bias_free=False"
         )
+    if cfg.latitude_weighting not in LATITUDE_WEIGHTINGS:
+        raise ValueError(
+            f"ModelConfig.latitude_weighting={cfg.latitude_weighting!r}; choose one of {', '.join(LATITUDE_WEIGHTINGS)}"
+        )
     if not cfg.channel_mults or cfg.blocks_per_level < 1 or cfg.base_channels < 1:
         raise ValueError("ModelConfig needs at least one level, one block per level and one base channel")
 
@@ -313,7 +330,7 @@ def check_model_config(cfg: ModelConfig) -> None:
 class Denoiser(nn.Module):
     """Common part of the two wrappers: the network, the loss weights and the noise.
 
-    ``lat_weights`` (H,) area weights of mean 1 (:func:`area_weights`) in the
+    ``lat_weights`` (H,) latitude weights of mean 1 (:func:`latitude_weights`) in the
     data's row order,
     ``channel_weights`` (C,) per target channel (default ones). Both are saved
     in the state dict, so a checkpoint for another grid fails to load.
@@ -461,7 +478,7 @@ def build_denoiser(
     """
     check_model_config(model_cfg)
     net = UNet(n_target + n_condition, n_target, model_cfg)
-    weights = area_weights(latitudes)
+    weights = latitude_weights(latitudes, model_cfg.latitude_weighting)
     sphere = None if noise_truncation is None else (np.asarray(latitudes, dtype=np.float64), int(noise_truncation))
     if model_cfg.objective == "flow":
         return FlowMatchingDenoiser(net, weights, channel_weights, sphere)

@@ -13,7 +13,7 @@ from druids.models import (
     EDMDenoiser,
     FlowMatchingDenoiser,
     UNet,
-    area_weights,
+    latitude_weights,
     build_denoiser,
     pad_sphere,
     weighted_mse,
@@ -200,8 +200,18 @@ def test_loss_decreases_on_fixed_batch(objective):
     assert losses[-1] < 0.85 * losses[0]
 
 
+def test_latitude_weightings():
+    """Mean 1; area weights follow cos(latitude), sqrt_area its root, uniform nothing; unknown names fail."""
+    cos = np.cos(np.deg2rad(LATITUDES))
+    for name, expected in (("area", cos), ("sqrt_area", np.sqrt(cos)), ("uniform", np.ones_like(cos))):
+        weights = latitude_weights(LATITUDES, name)
+        np.testing.assert_allclose(weights.numpy(), expected / expected.mean())
+    with pytest.raises(ValueError, match="choose one of area, sqrt_area, uniform"):
+        latitude_weights(LATITUDES, "cos")
+
+
 def test_area_weighting():
-    weights = area_weights(LATITUDES)
+    weights = latitude_weights(LATITUDES, "area")
     assert weights.shape == (H,)
     torch.testing.assert_close(weights.mean(), torch.tensor(1.0, dtype=weights.dtype))
     target = torch.zeros(1, N_TARGET, H, W, dtype=weights.dtype)

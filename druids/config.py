@@ -167,11 +167,13 @@ class TrainingConfig:
     gradient-norm clipping; EMA of the weights (used for sampling). ``bf16`` and
     ``compile`` take effect on CUDA only.
 
-    Defaults are the ``default`` profile's, except its step counts: about 0.3 s
-    per step of the default-size model on 2 idle CPU cores. ``flow_n_steps``:
-    the flow objective's number of steps (None: ``n_steps``; see
-    :func:`objective_config`). The default profile trains EDM, whose samples
-    chapter 03 rolls out for a year, for 3000 steps (~15 min) and flow for 1000
+    Defaults are the ``default`` profile's, except its step counts and
+    micro-batches: the default-size model takes about 0.3 s per step of batch 8
+    in one process on 2 idle CPU cores, 0.22 s in two processes of micro-batch 4
+    (the default profile). ``flow_n_steps``: the flow objective's number of steps
+    (None: ``n_steps``; see :func:`objective_config`). The default profile
+    trains EDM, whose samples chapter 03 rolls out for a year, for 3000 steps
+    (18 min with validation every 250 steps, 2026-11-29) and flow for 1000
     (~6 min): after 1500 steps the EDM model's free runs left the world's
     climate within 3-4 months.
     ``batch_size`` is the global batch (over all processes). ``micro_batch``:
@@ -263,28 +265,37 @@ class SamplingStudyConfig:
     Ensembles: ``n_init`` initial times evenly spaced over the test split, each
     with ``n_members`` model members (``SamplingConfig``'s sampler) and as many
     oracle members, ``SamplingConfig.lead_steps`` steps ahead; maps at
-    ``map_leads_hours``. Climate: one free-running rollout of
-    ``climate_members`` member(s) for ``climate_days`` from the first test time,
-    with ``climate_sampler`` on ``climate_n_levels`` noise levels. Cost table:
+    ``map_leads_hours``. Climate: free-running rollouts of ``climate_members``
+    member(s) for ``climate_days`` from the first test time, with
+    ``climate_sampler`` on ``climate_n_levels`` noise levels and churn
+    ``climate_churn`` (``SamplingConfig.s_churn``), and again with churn
+    ``climate_compare_churn`` (None: not run) to compare how long members stay
+    stable. Churn re-noises the state within each step; the
+    default model's free runs with GenCast's churn 2.5 gained eddy energy and
+    left the world's climate after 76-78 days (2 members), without churn (the
+    probability-flow ODE from fresh noise each step) after 123-160 days
+    (2026-11-29). Cost table:
     every sampler timed over ``timing_steps`` steps of ``timing_members``
     members after a warm-up step.
 
     Default-profile costs, measured with the default-size model on the 2-core
     CPU (2026-11-25): DPM-Solver++(2S) on 10 levels (19 NFE per step) takes
     0.19 s per member-step with 16 members x 2 initial times batched, so the
-    16-member, 10-day ensembles from 2 initial times take about 4 min; one
-    member of the free run takes 0.45-0.6 s per step (a full 365-day run,
-    1460 steps, 11-14 min; it stops earlier if the model runs away). The whole
-    chapter: about 12-20 minutes.
+    16-member, 10-day ensembles from 2 initial times take about 4 min; the
+    free run's 2 members batched take 0.37 s per step (2026-11-29; a full
+    365-day run, 1460 steps, 9 min per churn; it stops earlier if the model
+    runs away). The whole chapter: about 15-30 minutes.
     """
 
     n_init: int = 1
     n_members: int = 8
     map_leads_hours: tuple[int, ...] = (24, 72, 120, 240)
     climate_days: float = 365.0
-    climate_members: int = 1
+    climate_members: int = 2
     climate_sampler: str = "dpmpp_2s"
     climate_n_levels: int = 10
+    climate_churn: float = 0.0
+    climate_compare_churn: float | None = 2.5
     timing_members: int = 4
     timing_steps: int = 1
 

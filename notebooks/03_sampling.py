@@ -204,22 +204,35 @@ bias = training.tendency_bias(denoisers["edm"], train_set)
 bias_table = training.tendency_bias_per_day(bias, stats, cfg.world.output_hours)
 bias_table.round(3)
 
+# %% [markdown]
+# GenCast's sampler re-noises the state within each denoising step (churn,
+# `SamplingConfig.s_churn`); the same members run with `climate_churn`, whose climate
+# the figure shows, and again with `climate_compare_churn` (GenCast's 2.5). Without
+# churn each step solves the probability-flow ODE from fresh noise: still a sample
+# of the next state, with less noise injected per step.
+
 # %%
-climate_sampling = dataclasses.replace(
-    cfg.sampling, sampler=study.climate_sampler, n_levels=study.climate_n_levels, member_batch=study.climate_members
-)
 climate_steps = int(round(study.climate_days * 24 / cfg.world.output_hours))
-rollout = sampling.rollout_climate(
-    denoisers["edm"], stats, sampling.initial_states(data[variables], init_times[:1], cfg.dataset.history), climate_steps, climate_sampling, cfg.dataset, cfg.seed, study.climate_members, residual_bias=bias
+climate_initial = sampling.initial_states(data[variables], init_times[:1], cfg.dataset.history)
+rollouts = {}
+for churn in [c for c in (study.climate_churn, study.climate_compare_churn) if c is not None]:
+    churn_sampling = dataclasses.replace(
+        cfg.sampling, sampler=study.climate_sampler, n_levels=study.climate_n_levels, s_churn=churn, member_batch=study.climate_members
+    )
+    rollouts[churn] = sampling.rollout_climate(
+        denoisers["edm"], stats, climate_initial, climate_steps, churn_sampling, cfg.dataset, cfg.seed, study.climate_members, residual_bias=bias
+    )
+stable_days_by_churn = pd.DataFrame(
+    {f"churn {churn:g}": run.stable_steps.isel(init_time=0).to_series() * cfg.world.output_hours / 24 for churn, run in rollouts.items()}
 )
+stable_days_by_churn.loc["minutes"] = [run.attrs["seconds"] / 60 for run in rollouts.values()]
+rollout = rollouts[study.climate_churn]
 data_zonal = data[["u_component_of_wind", "temperature"]].mean(["time", "longitude"]).load()
 data_rms_u = np.sqrt(diagnostics.global_mean(data.u_component_of_wind.sel(level=312.5) ** 2)).load()
 stable_days = rollout.stable_steps.isel(init_time=0) * cfg.world.output_hours / 24
 stable_members = int((rollout.stable_steps == climate_steps).sum())
-print(
-    f"stable days per member: {stable_days.values.tolist()} of {study.climate_days:g}; "
-    f"{rollout.attrs['nfe_per_step']} NFE per step, {rollout.attrs['seconds'] / 60:.1f} min"
-)
+print(f"stable days per member of {study.climate_days:g}, {rollout.attrs['nfe_per_step']} NFE per step:")
+stable_days_by_churn.round(2)
 
 # %%
 fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
@@ -231,7 +244,7 @@ fig.colorbar(cu, ax=axes[0, 0], label="zonal-mean u [m/s]")
 axes[0, 0].set_title("zonal-mean u: model (filled), world (contours)")
 axes[0, 0].set_ylabel("sigma x 1000 [hPa]")
 for ax, (name, level) in zip((axes[0, 1], axes[1, 0]), (("u_component_of_wind", 312.5), ("temperature", 812.5))):
-    ax.plot(rollout.latitude, rollout[name].sel(level=level), label=f"model, {study.climate_members} member(s), {float(stable_days.sum()):g} days")
+    ax.plot(rollout.latitude, rollout[name].sel(level=level), label=f"model, churn {study.climate_churn:g}, {study.climate_members} member(s), {float(stable_days.sum()):g} days")
     ax.plot(data_zonal.latitude, data_zonal[name].sel(level=level), "k--", label="world (data store)")
     ax.set_ylabel(f"zonal mean [{data[name].attrs['units']}]")
     ax.set_title(f"zonal-mean {name} at {level:g} hPa")
@@ -239,8 +252,9 @@ for ax in (axes[0, 0], axes[0, 1], axes[1, 0]):
     ax.set_xlabel("latitude [deg]")
 axes[0, 1].legend(fontsize=8)
 rollout_days = rollout.lead_time / np.timedelta64(1, "D")
-for member, rms in rollout.global_rms.sel(channel="u_component_of_wind@312.5").isel(init_time=0).groupby("member"):
-    axes[1, 1].plot(rollout_days, rms.squeeze(), lw=0.8, label="model members" if member == 0 else None)
+for index, (churn, run) in enumerate(rollouts.items()):
+    for member, rms in run.global_rms.sel(channel="u_component_of_wind@312.5").isel(init_time=0).groupby("member"):
+        axes[1, 1].plot(rollout_days, rms.squeeze(), color=f"C{index}", lw=0.8, label=f"model, churn {churn:g}" if member == 0 else None)
 axes[1, 1].plot((data.time - data.time[0]) / np.timedelta64(1, "D"), data_rms_u, "k", lw=0.8, alpha=0.6, label="world (data store)")
 axes[1, 1].set_xlabel("days from start")
 axes[1, 1].set_ylabel("area-weighted RMS [m/s]")
@@ -314,6 +328,8 @@ values = {
     "samplingClimateMembers": str(study.climate_members),
     "samplingClimateStableMembers": str(stable_members),
     "samplingClimateShortestDays": f"{float(stable_days.min()):g}",
+    "samplingClimateLongestDays": f"{float(stable_days.max()):g}",
+    "samplingClimateChurn": f"{study.climate_churn:g}",
     "samplingTendencyBiasT": f"{bias_table.loc[[c for c in stats.channel_names if c.startswith('temperature')], 'global mean [units/day]'].abs().max():.3f}",
     "samplingClimateSampler": study.climate_sampler.replace("_", r"\_"),
     "samplingClimateLevels": str(study.climate_n_levels),
@@ -326,6 +342,11 @@ for (source, hemisphere), (speed, lat) in jets.items():
     key = f"{hemisphere.title()}{'Model' if source == 'model' else 'World'}"
     values[f"samplingJet{key}Speed"] = f"{speed:.1f}"
     values[f"samplingJet{key}Lat"] = f"{abs(lat):.1f}"
+if study.climate_compare_churn is not None:
+    compare_days = rollouts[study.climate_compare_churn].stable_steps * cfg.world.output_hours / 24
+    values["samplingClimateCompareChurn"] = f"{study.climate_compare_churn:g}"
+    values["samplingClimateCompareShortestDays"] = f"{float(compare_days.min()):g}"
+    values["samplingClimateCompareLongestDays"] = f"{float(compare_days.max()):g}"
 for name, row in cost.iterrows():
     values[f"samplingNfe{LABELS[name]}"] = str(row["nfe_per_step"])
     values[f"samplingMs{LABELS[name]}"] = f"{row['ms_per_member_step']:.0f}"

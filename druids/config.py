@@ -140,7 +140,8 @@ class ModelConfig:
     free runs (4 members, one initial time) left the world's climate from the
     polar caps after 75-84 days; "sqrt_area" counts the caps about three times
     more than their area, explained 41 % at 69 degrees, and the same free runs
-    lasted 171, 268, 365 and 365 days (2026-11-29).
+    lasted 171, 268, 365 and 365 days; "uniform" went too far (27-30 days;
+    2026-11-29).
 
     Defaults are the ``default`` profile's size; the ``smoke`` size is
     ``base_channels=8, channel_mults=(1, 2), blocks_per_level=1``.
@@ -273,8 +274,8 @@ class SamplingStudyConfig:
     stable. Churn re-noises the state within each step; the
     default model's free runs with GenCast's churn 2.5 gained eddy energy and
     left the world's climate after 76-78 days (2 members), without churn (the
-    probability-flow ODE from fresh noise each step) after 123-160 days
-    (2026-11-29). Cost table:
+    probability-flow ODE from fresh noise each step) after 123-160 days, and
+    on 20 levels without churn after 101-130 days (2026-11-29). Cost table:
     every sampler timed over ``timing_steps`` steps of ``timing_members``
     members after a warm-up step.
 

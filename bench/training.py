@@ -130,13 +130,11 @@ def _ddp_worker(rank: int, world: int, port: int, threads: int, batch: int, step
 
 def measure_processes(processes: int, batch: int, steps: int) -> dict:
     """Samples/s of the default model's training step in ``processes`` gloo processes sharing the cores."""
-    import socket
-
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from druids.training import free_local_port
+
+    port = free_local_port()
     threads = max(1, (os.cpu_count() or 1) // processes)
     results = mp.get_context("spawn").SimpleQueue()
     mp.spawn(_ddp_worker, args=(processes, port, threads, batch, steps, results), nprocs=processes)

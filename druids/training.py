@@ -536,7 +536,7 @@ def auto_processes(cfg: Config, device: str = "auto") -> int:
     On the CPU, one per micro-batch of the global batch, at most one per core:
     with ``TrainingConfig.micro_batch`` set the weights do not depend on the
     number of processes, and on 2 cores two single-threaded processes train
-    about 1.5x faster than one with two threads (``bench/training.py``). 1 on
+    about 1.7x faster than one with two threads (``bench/training.py``). 1 on
     CUDA (use ``torchrun`` for several GPUs) and when ``micro_batch`` is None.
     """
     tc = cfg.training
@@ -551,15 +551,20 @@ def _checkpoint_step(run_dir: Path) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=True)["step"]) if path.exists() else 0
 
 
-def _train_in_processes(cfg: Config, run_dir: Path, processes: int, validators, progress: bool) -> None:
-    """Run :func:`train` in ``processes`` spawned CPU processes; a progress bar follows rank 0's metrics log."""
+def free_local_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now: the rendezvous of locally spawned gloo processes."""
     import socket
-
-    import torch.multiprocessing as mp
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+def _train_in_processes(cfg: Config, run_dir: Path, processes: int, validators, progress: bool) -> None:
+    """Run :func:`train` in ``processes`` spawned CPU processes; a progress bar follows rank 0's metrics log."""
+    import torch.multiprocessing as mp
+
+    port = free_local_port()
     threads = max(1, (os.cpu_count() or 1) // processes)
     workers = mp.spawn(
         _process_worker, args=(processes, port, threads, cfg, run_dir, list(validators)), nprocs=processes, join=False

@@ -4,7 +4,7 @@ On synthetic states of the Held–Suarez world's shape (u, v, T on 8 levels and
 surface pressure: 25 channels on the 32 x 64 Gaussian grid) and an untrained
 ``default``-profile EDM denoiser (the cost does not depend on the weights),
 measures in one run, on the CPU and, when ``torch.cuda.is_available()``, on the GPU:
-- member-steps/s of ``druids.sampling.forecast`` with GenCast's sampler
+- member-steps/s of ``druids.sampling.ensembles`` with GenCast's sampler
   (``SamplingConfig()``: DPM-Solver++(2S), 20 noise levels, 39 NFE per 6-hour
   step; the ``default`` profile's chapters use 10 levels), all members in
   one batch (``member_batch = members``) vs one member at a time (``member_batch = 1``);
@@ -33,7 +33,7 @@ import xarray as xr
 
 from druids import sampling
 from druids.config import SamplingConfig, get_config
-from druids.data.dataset import compute_norm_stats
+from druids.data.normalisation import compute_norm_stats
 from druids.models import build_denoiser
 
 N_LEVELS, GRID = 8, (32, 64)
@@ -87,7 +87,7 @@ def measure(device: torch.device, members: int, steps: int) -> list[dict]:
     stats = compute_norm_stats(states, cfg.dataset.variables)
     n_channels = len(stats.channel_names)
     torch.manual_seed(0)
-    denoiser = build_denoiser(cfg.model, n_channels, n_channels + 4, np.array(stats.latitude)).to(device).eval()
+    denoiser = build_denoiser(cfg.model, n_channels, n_channels + 4).to(device).eval()
     initial = states.isel(time=[-1])
     rows = []
     for mode, batch in (("batched", members), ("one at a time", 1)):

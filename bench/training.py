@@ -33,18 +33,18 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from druids.config import get_config
-from druids.models import build_denoiser
+from druids.models import build_denoiser, build_loss
 
 N_TARGET, N_CONDITION, GRID = 25, 29, (32, 64)
 
 
-def step_fn(denoiser, optimizer, bf16: bool):
+def step_fn(denoiser, loss_fn, optimizer, bf16: bool):
     """One training step on a batch (x0, c)."""
 
     def step(x0, c, generator):
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         with autocast:
-            loss = denoiser.loss(x0, c, generator)
+            loss = loss_fn(denoiser, x0, c, generator)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -53,10 +53,10 @@ def step_fn(denoiser, optimizer, bf16: bool):
     return step
 
 
-def flops_per_sample(denoiser, x0, c) -> float:
+def flops_per_sample(denoiser, loss_fn, x0, c) -> float:
     """Forward + backward FLOPs of the loss for one sample."""
     with FlopCounterMode(display=False) as counter:
-        denoiser.loss(x0[:1], c[:1], torch.Generator(x0.device).manual_seed(0)).backward()
+        loss_fn(denoiser, x0[:1], c[:1], torch.Generator(x0.device).manual_seed(0)).backward()
     denoiser.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())
 
@@ -64,14 +64,15 @@ def flops_per_sample(denoiser, x0, c) -> float:
 def measure(model_cfg, device, batch: int, steps: int, bf16: bool, compile_net: bool) -> dict:
     torch.manual_seed(0)
     latitudes = np.linspace(-87.2, 87.2, GRID[0])
-    denoiser = build_denoiser(model_cfg, N_TARGET, N_CONDITION, latitudes).to(device)
+    denoiser = build_denoiser(model_cfg, N_TARGET, N_CONDITION).to(device)
+    loss_fn = build_loss(model_cfg, latitudes, N_TARGET).to(device)
     x0 = torch.randn(batch, N_TARGET, *GRID, device=device)
     c = torch.randn(batch, N_CONDITION, *GRID, device=device)
-    flops = flops_per_sample(denoiser, x0, c)
+    flops = flops_per_sample(denoiser, loss_fn, x0, c)
     if compile_net:
         denoiser.net.compile()
     optimizer = torch.optim.AdamW(denoiser.parameters(), lr=1e-4)
-    step = step_fn(denoiser, optimizer, bf16)
+    step = step_fn(denoiser, loss_fn, optimizer, bf16)
     generator = torch.Generator(device).manual_seed(0)
     for _ in range(3):  # warm-up (and compilation)
         step(x0, c, generator)
@@ -99,14 +100,16 @@ def _ddp_worker(rank: int, world: int, port: int, threads: int, batch: int, step
     """One DDP process: ``batch / world`` samples per step; rank 0 reports seconds per step."""
     from torch.nn.parallel import DistributedDataParallel
 
-    from druids.training import LossModule
+    from druids.training.loop import LossModule
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(threads)
     torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(0)
-    denoiser = build_denoiser(get_config("default").model, N_TARGET, N_CONDITION, np.linspace(-87.2, 87.2, GRID[0]))
-    module = DistributedDataParallel(LossModule(denoiser)) if world > 1 else LossModule(denoiser)
+    model_cfg = get_config("default").model
+    denoiser = build_denoiser(model_cfg, N_TARGET, N_CONDITION)
+    loss_module = LossModule(denoiser, build_loss(model_cfg, np.linspace(-87.2, 87.2, GRID[0]), N_TARGET))
+    module = DistributedDataParallel(loss_module) if world > 1 else loss_module
     optimizer = torch.optim.AdamW(denoiser.parameters(), lr=1e-4)
     x0, c = torch.randn(batch // world, N_TARGET, *GRID), torch.randn(batch // world, N_CONDITION, *GRID)
     generator = torch.Generator().manual_seed(rank)
@@ -132,7 +135,7 @@ def measure_processes(processes: int, batch: int, steps: int) -> dict:
     """Samples/s of the default model's training step in ``processes`` gloo processes sharing the cores."""
     import torch.multiprocessing as mp
 
-    from druids.training import free_local_port
+    from druids.runtime import free_local_port
 
     port = free_local_port()
     threads = max(1, (os.cpu_count() or 1) // processes)

@@ -13,13 +13,18 @@ forecast layout, so that :func:`spread_skill` scores model and oracle alike.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import scores
 import xarray as xr
 
-from druids.data.dataset import area_weights
+from druids.data import heldsuarez
 from druids.data.diagnostics import field_stack
+from druids.data.splits import split
+from druids.sampling import forecast, initial_states
+from druids.sphere import area_weights
 
 SPATIAL = ("latitude", "longitude")
 
@@ -80,35 +85,25 @@ def skill_table(
     return pd.DataFrame(rows).set_index(["field", "lead_hours"])
 
 
-#: Fields of the quick skill check: mid-level temperature and jet-level winds.
-SKILL_FIELDS = [("temperature", 562.5), ("u_component_of_wind", 312.5), ("v_component_of_wind", 312.5)]
-
-
 def forecast_skill(
-    denoiser, stats, data: xr.Dataset, cfg, split: str = "test", leads_hours=None, progress: bool = True
+    denoiser, stats, data: xr.Dataset, cfg, split_name: str = "test", leads_hours=None, progress: bool = True
 ) -> tuple[xr.Dataset, pd.DataFrame]:
     """Quick ensemble forecasts from one split and their skill table (chapter 02, training validation).
 
     ``cfg`` is a :class:`druids.config.Config`; ``cfg.skill`` sets the number of
-    initial times (evenly spaced over ``split``), members and sampler noise
+    initial times (evenly spaced over split ``split_name``), members and sampler noise
     levels; ``leads_hours`` defaults to ``cfg.skill.leads_hours``. Climatology
     is the training split's time mean per grid point. Returns the forecast and
     :func:`skill_table`. The forecast runs in this process alone, also under
     ``torchrun`` (training validates on rank 0 while the other ranks wait).
     """
-    import dataclasses
-
-    from druids.data.dataset import time_splits
-    from druids.sampling import forecast, initial_states
-
     leads_hours = list(cfg.skill.leads_hours if leads_hours is None else leads_hours)
-    splits = time_splits(data.time.values, cfg.dataset.split_fractions, cfg.dataset.gap_days)
-    part = data.isel(time=splits[split])
+    part = split(data, cfg.dataset, split_name)
     max_steps = max(leads_hours) // cfg.world.output_hours
     history = cfg.dataset.history
     last = part.sizes["time"] - 1 - max_steps
     if last < history - 1:
-        raise ValueError(f"the {split} split ({part.sizes['time']} times) is too short for {max_steps}-step forecasts")
+        raise ValueError(f"the {split_name} split ({part.sizes['time']} times) is too short for {max_steps}-step forecasts")
     starts = np.unique(np.linspace(history - 1, last, cfg.skill.n_init).round().astype(int))
     sampling = dataclasses.replace(cfg.sampling, n_levels=cfg.skill.n_levels, member_batch=cfg.skill.n_members)
     fc = forecast(
@@ -116,15 +111,15 @@ def forecast_skill(
         seed=cfg.seed, progress=progress, shard=False,
     )
     fc = fc.sel(init_time=part.time.values[starts])
-    climatology = data.isel(time=splits["train"]).mean("time").load()
-    return fc, skill_table(fc, part.load(), climatology, SKILL_FIELDS, leads_hours)
+    climatology = split(data, cfg.dataset, "train").mean("time").load()
+    return fc, skill_table(fc, part.load(), climatology, cfg.levels.skill_fields, leads_hours)
 
 
 class SkillValidator:
     """A ``druids.training`` validator: 6-h skill of a quick ensemble on the validation split.
 
     ``SkillValidator(cfg)(denoiser, stats, data) -> dict`` with, per field of
-    :data:`SKILL_FIELDS`, the ensemble-mean, persistence and climatology RMSE.
+    ``cfg.levels.skill_fields``, the ensemble-mean, persistence and climatology RMSE.
     A class rather than a closure so that it pickles into the processes of
     ``training.train(..., processes=N)``.
     """
@@ -134,7 +129,7 @@ class SkillValidator:
 
     def __call__(self, denoiser, stats, data) -> dict:
         cfg = self.cfg
-        table = forecast_skill(denoiser, stats, data, cfg, split="val", leads_hours=[cfg.world.output_hours], progress=False)[1]
+        table = forecast_skill(denoiser, stats, data, cfg, split_name="val", leads_hours=[cfg.world.output_hours], progress=False)[1]
         table = table.reset_index()
         return {"field": table["field"].tolist(), **{k: table[k].tolist() for k in ("model", "persistence", "climatology")}}
 
@@ -171,8 +166,6 @@ def oracle_forecast(world, init_times, n_members: int, n_steps: int, seed: int, 
     Dims (init_time, member, lead_time, [level,] latitude, longitude), physical
     units; ``variables`` (default: all) keeps those of a model forecast.
     """
-    from druids.data import heldsuarez
-
     parts = []
     for time in np.asarray(init_times, dtype="datetime64[ns]"):
         ens = heldsuarez.oracle_ensemble(world, time, n_members, n_steps, seed)

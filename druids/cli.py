@@ -8,6 +8,7 @@ stops the run with the chapter and cell named.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import typer
 
 from druids import paths
-from druids.config import PROFILES, get_config, objective_config
+from druids.config import PROFILES, Config, from_dict, get_config, objective_config
 
 app = typer.Typer(add_completion=False, help="DRUIDS compendium: run chapters, generate data.")
 
@@ -124,17 +125,26 @@ def train(
     seed: int = typer.Option(None, help="override the profile's seed"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
     processes: int = typer.Option(0, help="local CPU training processes; 0: training.auto_processes"),
+    run_dir: Path = typer.Option(None, help="run directory (default: <cache>/runs/<objective>-<hash>)"),
+    config: Path = typer.Option(None, help="JSON of a whole Config (druids.config.to_dict); replaces --profile and --seed"),
 ) -> None:
-    """Train (or resume, or load if finished) the profile's denoiser; prints the run directory."""
-    from druids import calibration, training
+    """Train (or resume, or load if finished) the profile's denoiser; prints the run directory.
 
-    cfg = get_config(_check_profile(profile), seed=seed)
+    Several processes on one or more machines: ``torchrun --nproc-per-node N -m druids train ...``.
+    """
+    from druids import calibration, runtime, training
+
+    if config is None:
+        cfg = get_config(_check_profile(profile), seed=seed)
+    else:
+        cfg = from_dict(Config, json.loads(config.read_text()))
     if objective not in ("edm", "flow"):
         raise typer.BadParameter(f"objective must be edm or flow, not {objective!r}", param_hint="--objective")
     cfg = objective_config(cfg, objective)
     processes = processes or training.auto_processes(cfg, device)
-    result = training.train(cfg, device=device, validators=[calibration.SkillValidator(cfg)], processes=processes)
-    typer.echo(str(result.run_dir))
+    result = training.train(cfg, run_dir, device=device, validators=[calibration.SkillValidator(cfg)], processes=processes)
+    if runtime.Process.from_env().rank == 0:
+        typer.echo(str(result.run_dir))
 
 
 @app.command()

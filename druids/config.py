@@ -107,6 +107,11 @@ class DatasetConfig:
     sampled state, so that the model sees and makes only states the world can
     have. None: data that is not band-limited on a Gaussian grid (ERA5); all
     noise stays white on the grid and samples are not projected.
+
+    ``source``: where the states come from (``druids.data.source``):
+    ``"heldsuarez"``, the world of ``Config.world``, or the path or fsspec URL
+    of a WeatherBench2-layout zarr store. ``levels``: the pressure levels (hPa)
+    to read from such a store (None: all of them; the world uses all of its own).
     """
 
     variables: tuple[str, ...] = (
@@ -119,6 +124,8 @@ class DatasetConfig:
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     gap_days: float = 5.0
     spectral_truncation: int | None = 21
+    source: str = "heldsuarez"
+    levels: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -133,15 +140,11 @@ class ModelConfig:
     denoiser is homogeneous of degree 1 in (noisy target, condition); it needs
     ``activation`` "relu" or "leaky_relu" ("silu", "gelu" for the biased net).
     ``sigma_data``: std of the (normalised residual) targets.
-    ``latitude_weighting``: loss weight per latitude (``druids.models.latitude_weights``):
-    "area" (cos latitude), "sqrt_area" or "uniform". With area weights the
-    default model (3000 steps) explained about 73 % of the 6-hour residual
-    variance in mid-latitudes but 25 % at 69 degrees, and its conditional-mean
-    free runs (4 members, one initial time) left the world's climate from the
-    polar caps after 75-84 days; "sqrt_area" counts the caps about three times
-    more than their area, explained 41 % at 69 degrees, and the same free runs
-    lasted 171, 268, 365 and 365 days; "uniform" went too far (27-30 days;
-    2026-11-29).
+    ``latitude_weighting``: loss weight per latitude (``druids.sphere.latitude_weights``):
+    "area" (cos latitude), "sqrt_area" or "uniform". Default "sqrt_area": it
+    counts the polar caps about three times more than their area, so that the
+    model learns their dynamics too and free runs do not drift from there
+    (evidence in ``docs/decisions.md``).
 
     Defaults are the ``default`` profile's size; the ``smoke`` size is
     ``base_channels=8, channel_mults=(1, 2), blocks_per_level=1``.
@@ -169,14 +172,10 @@ class TrainingConfig:
     ``compile`` take effect on CUDA only.
 
     Defaults are the ``default`` profile's, except its step counts and
-    micro-batches: the default-size model takes about 0.3 s per step of batch 8
-    in one process on 2 idle CPU cores, 0.22 s in two processes of micro-batch 4
-    (the default profile). ``flow_n_steps``: the flow objective's number of steps
-    (None: ``n_steps``; see :func:`objective_config`). The default profile
-    trains EDM, whose samples chapter 03 rolls out for a year, for 3000 steps
-    (18 min with validation every 250 steps, 2026-11-29) and flow for 1000
-    (~6 min): after 1500 steps the EDM model's free runs left the world's
-    climate within 3-4 months.
+    micro-batches. ``flow_n_steps``: the flow objective's number of steps
+    (None: ``n_steps``; see :func:`objective_config`); the default profile
+    trains EDM, whose samples chapter 03 rolls out for a year, longer than
+    flow (``docs/decisions.md``).
     ``batch_size`` is the global batch (over all processes). ``micro_batch``:
     samples per forward/backward pass; the global batch is cut into
     micro-batches whose gradients are accumulated, and each micro-batch draws its
@@ -189,7 +188,7 @@ class TrainingConfig:
     residual from the *noisy* state, so the model learns to undo errors in its
     input, which keeps autoregressive rollouts on the data's manifold
     (Sanchez-Gonzalez et al. 2020, ICML, "Learning to simulate complex physics
-    with graph networks"; see :func:`druids.training.perturb_condition`). With
+    with graph networks"; see :func:`druids.training.batches.perturb_condition`). With
     ``DatasetConfig.spectral_truncation`` set, the noise is projected onto the
     world's spherical harmonics, where the model's own errors live once
     sampled states are projected too.
@@ -223,6 +222,8 @@ class SamplingConfig:
     Samplers: "edm", "dpmpp_2s", "flow_euler", "flow_heun", "flow_sde"; flow
     samplers take ``n_levels`` uniform steps in interpolant time, and
     ``flow_diffusion`` scales the noise of "flow_sde" (0 = the ODE).
+    ``lead_steps``: 6-hour steps of an ensemble forecast; ``member_batch``:
+    members that go through the network together.
 
     ``conserve_mass``: after every forecast step, shift each member's surface
     pressure by a constant so that its area-weighted global mean stays at the
@@ -241,7 +242,6 @@ class SamplingConfig:
     s_min: float = 0.75
     s_max: float = float("inf")
     s_noise: float = 1.05
-    n_members: int = 16
     lead_steps: int = 40
     member_batch: int = 16
     flow_diffusion: float = 1.0
@@ -271,21 +271,11 @@ class SamplingStudyConfig:
     ``climate_sampler`` on ``climate_n_levels`` noise levels and churn
     ``climate_churn`` (``SamplingConfig.s_churn``), and again with churn
     ``climate_compare_churn`` (None: not run) to compare how long members stay
-    stable. Churn re-noises the state within each step; the
-    default model's free runs with GenCast's churn 2.5 gained eddy energy and
-    left the world's climate after 76-78 days (2 members), without churn (the
-    probability-flow ODE from fresh noise each step) after 123-160 days, and
-    on 20 levels without churn after 101-130 days (2026-11-29). Cost table:
-    every sampler timed over ``timing_steps`` steps of ``timing_members``
-    members after a warm-up step.
-
-    Default-profile costs, measured with the default-size model on the 2-core
-    CPU (2026-11-25): DPM-Solver++(2S) on 10 levels (19 NFE per step) takes
-    0.19 s per member-step with 16 members x 2 initial times batched, so the
-    16-member, 10-day ensembles from 2 initial times take about 4 min; the
-    free run's 2 members batched take 0.37 s per step (2026-11-29; a full
-    365-day run, 1460 steps, 9 min per churn; it stops earlier if the model
-    runs away). The whole chapter: about 15-30 minutes.
+    stable. Churn re-noises the state within each step (GenCast's sampler);
+    without it each step solves the probability-flow ODE from fresh noise.
+    Cost table: every sampler timed over ``timing_steps`` steps of
+    ``timing_members`` members after a warm-up step. Measured costs are in
+    ``bench/RESULTS.md`` and the README.
     """
 
     n_init: int = 1
@@ -299,6 +289,31 @@ class SamplingStudyConfig:
     climate_compare_churn: float | None = 2.5
     timing_members: int = 4
     timing_steps: int = 1
+
+
+@dataclass(frozen=True)
+class ReferenceLevels:
+    """The pressure levels (hPa) of the figures and headline numbers, named once.
+
+    ``upper``: jet-level winds; ``middle``: mid-level temperature (and
+    geopotential); ``lower``: low-level temperature. The Held–Suarez world's
+    levels are sigma x 1000 hPa (312.5, 562.5, 812.5); a WeatherBench2 store
+    would use e.g. 250, 500 and 850 hPa.
+    """
+
+    upper: float = 312.5
+    middle: float = 562.5
+    lower: float = 812.5
+
+    @property
+    def headline_fields(self) -> list[tuple[str, float]]:
+        """(variable, level) of the headline scores: mid-level temperature and jet-level zonal wind."""
+        return [("temperature", self.middle), ("u_component_of_wind", self.upper)]
+
+    @property
+    def skill_fields(self) -> list[tuple[str, float]]:
+        """The headline fields and the jet-level meridional wind: the quick skill check's fields."""
+        return [*self.headline_fields, ("v_component_of_wind", self.upper)]
 
 
 @dataclass(frozen=True)
@@ -316,6 +331,7 @@ class Config:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     skill: SkillConfig = field(default_factory=SkillConfig)
     sampling_study: SamplingStudyConfig = field(default_factory=SamplingStudyConfig)
+    levels: ReferenceLevels = field(default_factory=ReferenceLevels)
 
 
 def _smoke() -> Config:
@@ -327,7 +343,7 @@ def _smoke() -> Config:
         dataset=DatasetConfig(gap_days=0.5),
         model=ModelConfig(base_channels=8, channel_mults=(1, 2), blocks_per_level=1),
         training=TrainingConfig(batch_size=4, n_steps=20, warmup_steps=4, checkpoint_every=10, val_every=10, val_batches=2),
-        sampling=SamplingConfig(n_levels=6, n_members=3, lead_steps=4, member_batch=3),
+        sampling=SamplingConfig(n_levels=6, lead_steps=4, member_batch=3),
         skill=SkillConfig(n_init=2, n_members=2, n_levels=4),
         sampling_study=SamplingStudyConfig(n_members=3, map_leads_hours=(12, 24), climate_days=2.0, climate_n_levels=3, timing_members=2),
     )
@@ -363,7 +379,7 @@ def _gpu() -> Config:
             val_every=2000,
             val_batches=8,
         ),
-        sampling=SamplingConfig(n_members=50, lead_steps=60, member_batch=50),
+        sampling=SamplingConfig(lead_steps=60, member_batch=50),
         skill=SkillConfig(n_init=32, n_members=16, n_levels=20),
         sampling_study=SamplingStudyConfig(n_init=8, n_members=50, climate_days=3 * 365.0, climate_members=4, climate_n_levels=10),
     )

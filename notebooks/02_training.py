@@ -45,7 +45,7 @@ import torch
 
 from druids import calibration, models, plotting, training
 from druids.config import get_config, objective_config
-from druids.data import dataset
+from druids.data import dataset, source
 from druids.values import write_values
 
 plotting.set_style()
@@ -60,9 +60,9 @@ runs = {
     obj: training.load_trained(c, device=device, validators=[calibration.SkillValidator(c)], processes=training.auto_processes(c, device))
     for obj, c in configs.items()
 }
-denoisers = {obj: run[0].cpu().eval() for obj, run in runs.items()}
-stats = runs["edm"][1]
-metrics = {obj: run[2] for obj, run in runs.items()}
+denoisers = {obj: run.denoiser.cpu().eval() for obj, run in runs.items()}
+stats = runs["edm"].stats
+metrics = {obj: run.metrics for obj, run in runs.items()}
 
 # %% [markdown]
 # ## Loss curves
@@ -105,7 +105,7 @@ plotting.savefig(fig, "training_loss_by_sigma")
 # EDM denoiser estimate, and the truth, at three noise levels.
 
 # %%
-data = training.open_data(cfg)[0]
+data = source.open_dataset(cfg)[0]
 val_set = dataset.ForecastDataset(data, stats, "val", cfg.dataset)
 condition, target = val_set[len(val_set) // 2]
 channel = val_set.channel_names.index("temperature@562.5")

@@ -35,9 +35,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from druids import calibration, plotting, sampling, training
+from druids import calibration, plotting, runtime, sampling, training
 from druids.config import get_config, objective_config
-from druids.data import dataset, diagnostics, predictability
+from druids.data import dataset, diagnostics, predictability, source, splits
 from druids.values import write_values
 
 plotting.set_style()
@@ -48,11 +48,11 @@ print(cfg.sampling, study, sep="\n")
 
 # %%
 runs = {obj: training.load_trained(c, device=device) for obj, c in configs.items()}
-denoisers = {obj: run[0].to(training.resolve_device(device)).eval() for obj, run in runs.items()}
-stats = runs["edm"][1]
-data = training.open_data(cfg)[0]
+denoisers = {obj: run.denoiser.to(runtime.resolve_device(device)).eval() for obj, run in runs.items()}
+stats = runs["edm"].stats
+data = source.open_dataset(cfg)[0]
 variables = list(cfg.dataset.variables)
-test = data[variables].isel(time=dataset.time_splits(data.time.values, cfg.dataset.split_fractions, cfg.dataset.gap_days)["test"]).load()
+test = splits.split(data[variables], cfg.dataset, "test").load()
 init_times = test.time.values[predictability.init_indices(test.sizes["time"], cfg.sampling.lead_steps, study.n_init)]
 
 # %% [markdown]
@@ -262,8 +262,8 @@ axes[1, 1].set_title("stability: RMS u at 312.5 hPa")
 axes[1, 1].legend(fontsize=8)
 plotting.savefig(fig, "sampling_climate")
 jets = {
-    (source, hemisphere): diagnostics.jet_peak(zonal.u_component_of_wind.sel(level=312.5), hemisphere)
-    for source, zonal in (("model", rollout), ("data", data_zonal))
+    (origin, hemisphere): diagnostics.jet_peak(zonal.u_component_of_wind.sel(level=312.5), hemisphere)
+    for origin, zonal in (("model", rollout), ("data", data_zonal))
     for hemisphere in ("north", "south")
 }
 jet_difference = np.mean([abs(jets["model", h][0] - jets["data", h][0]) / jets["data", h][0] for h in ("north", "south")])
@@ -338,8 +338,8 @@ values = {
     "samplingJetRelativeDifference": f"{100 * jet_difference:.0f}",
     "samplingCostDevice": next(denoisers["edm"].parameters()).device.type,
 }
-for (source, hemisphere), (speed, lat) in jets.items():
-    key = f"{hemisphere.title()}{'Model' if source == 'model' else 'World'}"
+for (origin, hemisphere), (speed, lat) in jets.items():
+    key = f"{hemisphere.title()}{'Model' if origin == 'model' else 'World'}"
     values[f"samplingJet{key}Speed"] = f"{speed:.1f}"
     values[f"samplingJet{key}Lat"] = f"{abs(lat):.1f}"
 if study.climate_compare_churn is not None:

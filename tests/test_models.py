@@ -13,11 +13,15 @@ from druids.models import (
     EDMDenoiser,
     FlowMatchingDenoiser,
     UNet,
-    latitude_weights,
     build_denoiser,
+    build_loss,
+    check_model_config,
+    flow_sigma,
+    flow_time,
     pad_sphere,
     weighted_mse,
 )
+from druids.sphere import latitude_weights
 
 # torch's own forward-mode decompositions still call torch.jit.script.
 
@@ -36,7 +40,7 @@ def make(objective="edm", bias_free=True, dtype=torch.float64, seed=0):
     torch.manual_seed(seed)
     activation = "relu" if bias_free else "silu"
     cfg = dataclasses.replace(TINY, objective=objective, bias_free=bias_free, activation=activation)
-    denoiser = build_denoiser(cfg, N_TARGET, N_COND, LATITUDES).to(dtype)
+    denoiser = build_denoiser(cfg, N_TARGET, N_COND).to(dtype)
     # Random, non-trivial gains and norm weights (they start at 1).
     with torch.no_grad():
         for name, param in denoiser.named_parameters():
@@ -71,7 +75,7 @@ def test_shapes_and_features(objective, bias_free):
 
 
 def test_default_size_on_the_model_grid():
-    denoiser = build_denoiser(ModelConfig(), 10, 12, np.linspace(-87.1875, 87.1875, 32))
+    denoiser = build_denoiser(ModelConfig(), 10, 12)
     y, c = torch.randn(1, 10, 32, 64), torch.randn(1, 12, 32, 64)
     with torch.no_grad():
         assert denoiser.denoise(y, c, torch.tensor([2.0])).shape == y.shape
@@ -161,8 +165,7 @@ def test_edm_small_sigma_is_identity():
 
 
 def test_edm_training_sigma_distribution():
-    denoiser = make("edm")
-    sigma = denoiser.sample_sigma(20000, torch.Generator().manual_seed(0))
+    sigma = build_loss(TINY, LATITUDES, N_TARGET).sample_sigma(20000, torch.Generator().manual_seed(0))
     assert sigma.min() >= 0.02 and sigma.max() <= 88.0
     # rho = 7 puts the median at ((88^(1/7) + 0.02^(1/7)) / 2)^7, about 2.2.
     median = ((88 ** (1 / 7) + 0.02 ** (1 / 7)) / 2) ** 7
@@ -177,7 +180,8 @@ def test_flow_velocity_denoise_consistency():
     t = torch.tensor([0.2, 0.9], dtype=y.dtype)
     tt = t[:, None, None, None]
     x_t = (1 - tt) * x0 + tt * eps
-    sigma = t / (1 - t)
+    sigma = flow_sigma(t)
+    torch.testing.assert_close(flow_time(sigma), t)
     x0_hat = denoiser.denoise(x_t / (1 - tt), c, sigma)
     torch.testing.assert_close(x0_hat, x_t - tt * denoiser.velocity(x_t, c, t))
     # With the exact velocity, x_t - t v recovers x0.
@@ -187,11 +191,12 @@ def test_flow_velocity_denoise_consistency():
 @pytest.mark.parametrize("objective", ["edm", "flow"])
 def test_loss_decreases_on_fixed_batch(objective):
     denoiser = make(objective, dtype=torch.float32, seed=3)
+    objective_loss = build_loss(dataclasses.replace(TINY, objective=objective), LATITUDES, N_TARGET)
     y, c, _ = inputs(batch=4, dtype=torch.float32, seed=4)
     optimiser = torch.optim.Adam(denoiser.parameters(), lr=3e-3)
     losses = []
     for _ in range(30):
-        loss = denoiser.loss(y, c, torch.Generator().manual_seed(5))  # same noise every step
+        loss = objective_loss(denoiser, y, c, torch.Generator().manual_seed(5))  # same noise every step
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -233,7 +238,11 @@ def test_build_denoiser_and_config_errors():
     with pytest.raises(ValueError, match="homogeneous activation"):
         UNet(4, 2, ModelConfig(activation="silu", bias_free=True))
     with pytest.raises(ValueError, match="objective"):
-        build_denoiser(ModelConfig(objective="ddpm"), 2, 2, LATITUDES)
+        build_denoiser(ModelConfig(objective="ddpm"), 2, 2)
+    with pytest.raises(ValueError, match="latitude_weighting"):
+        check_model_config(ModelConfig(latitude_weighting="cos"))
+    with pytest.raises(ValueError, match="channel weights"):
+        build_loss(TINY, LATITUDES, N_TARGET, channel_weights=[1.0])(make("edm"), *inputs()[:2])
     net = UNet(4, 2, ModelConfig(base_channels=4, channel_mults=(1, 1, 1, 1), blocks_per_level=1))
     with pytest.raises(ValueError, match="downsampling"):
         net(torch.zeros(1, 4, 12, 32), torch.zeros(1))
@@ -241,10 +250,9 @@ def test_build_denoiser_and_config_errors():
 
 def test_homogeneity_error_helper_separates_bias_free_from_biased():
     torch.manual_seed(0)
-    lat = torch.linspace(-80, 80, 32)
     small = dict(base_channels=4, channel_mults=(1, 2), blocks_per_level=1)
-    free = build_denoiser(ModelConfig(**small), 2, 3, lat).double()
-    biased = build_denoiser(ModelConfig(**small, bias_free=False, activation="silu"), 2, 3, lat).double()
+    free = build_denoiser(ModelConfig(**small), 2, 3).double()
+    biased = build_denoiser(ModelConfig(**small, bias_free=False, activation="silu"), 2, 3).double()
     y, c = torch.randn(1, 2, 32, 64, dtype=torch.float64), torch.randn(1, 3, 32, 64, dtype=torch.float64)
     sigma = torch.tensor([0.7], dtype=torch.float64)
     from druids.models import denoise_at_levels, homogeneity_error

@@ -13,7 +13,8 @@ import torch
 import xarray as xr
 
 from druids.config import DatasetConfig, ModelConfig, SamplingConfig, from_dict
-from druids.data import dataset as D
+from druids.data import channels, dataset, normalisation
+from druids import sphere
 from druids.models import build_denoiser
 from druids import sampling, training
 from druids.sampling import (
@@ -91,7 +92,7 @@ def small_store(n_times: int = 40, seed: int = 0) -> xr.Dataset:
 def tiny_model(history: int = 1, objective: str = "edm"):
     torch.manual_seed(0)
     cfg = ModelConfig(objective=objective, base_channels=4, channel_mults=(1,), blocks_per_level=1)
-    return build_denoiser(cfg, 3, 3 * history + 4, LATITUDES)
+    return build_denoiser(cfg, 3, 3 * history + 4)
 
 
 class Analytic(torch.nn.Module):
@@ -101,6 +102,7 @@ class Analytic(torch.nn.Module):
         super().__init__()
         self.fn = fn
         self.anchor = torch.nn.Parameter(torch.zeros(()))  # gives forecast a device and dtype
+        self.sigma_max = 88.0  # where the denoiser's estimate is its conditional mean
         self.conditions = []
 
     def denoise(self, y, c, sigma):
@@ -122,8 +124,8 @@ def store() -> xr.Dataset:
 
 
 @pytest.fixture(scope="module")
-def stats(store) -> D.NormStats:
-    return D.compute_norm_stats(store, VARIABLES)
+def stats(store) -> normalisation.NormStats:
+    return normalisation.compute_norm_stats(store, VARIABLES)
 
 
 # ------------------------------------------------------------------ schedules, NFE, seeding
@@ -279,7 +281,7 @@ def test_forecast_members_reproducible(store, stats):
 
 def test_forecast_store(store, stats, tmp_path, monkeypatch):
     """The zarr store, written one lead at a time, equals the in-memory forecast; no temporary left."""
-    import druids.sampling as S
+    import druids.sampling.ensembles as S
 
     written = []
     write_lead = S._write_lead
@@ -309,7 +311,7 @@ def test_forecast_condition_matches_dataset(store, stats, history):
     Up to float32 rounding: the dataset normalises in float32, ``normalise_state`` in float64
     (for surface pressure, float32 spacing at 1e5 Pa / std is ~1e-5)."""
     config = dataclasses.replace(DATASET, history=history)
-    data = D.ForecastDataset(store, stats, "train", config)
+    data = dataset.ForecastDataset(store, stats, "train", config)
     model = Analytic(lambda y, c, sigma: torch.zeros_like(y))
     t = 5
     forecast(model, stats, store.isel(time=slice(t - history + 1, t + 1)), 2, 1, SAMPLING, config, seed=0, progress=False)
@@ -331,34 +333,33 @@ def test_forecast_rolls_out_sampled_states(store, stats, conserve_mass):
     assert ens.sizes["init_time"] == 1
     mean, std = (stats.mean.values[:, None, None], stats.std.values[:, None, None])
     rmean, rstd = (stats.residual_mean.values[:, None, None], stats.residual_std.values[:, None, None])
-    weights = D.area_weights(store.latitude).values[:, None] * np.ones(W) / (H * W)
-    x = D.to_channels(store, VARIABLES).values[[5, 4]].astype(np.float64)  # x_t, x_{t-6h}
+    weights = sphere.area_weights(store.latitude).values[:, None] * np.ones(W) / (H * W)
+    x = channels.to_channels(store, VARIABLES).values[[5, 4]].astype(np.float64)  # x_t, x_{t-6h}
     initial_mass = (x[0, 2] * weights).sum()
-    lead = D.to_channels(ens, VARIABLES).isel(init_time=0, member=1)
+    lead = channels.to_channels(ens, VARIABLES).isel(init_time=0, member=1)
     for k in range(1, 4):
         residual = (x[0] - mean) / std - (x[1] - mean) / std
         x = np.stack([x[0] + residual * rstd + rmean, x[0]])
         if conserve_mass:
             x[0, 2] += initial_mass - (x[0, 2] * weights).sum()
         np.testing.assert_allclose(lead.isel(lead_time=k).values, x[0], rtol=1e-5, atol=1e-3)
-    drift = ens["surface_pressure"].weighted(D.area_weights(store.latitude)).mean(["latitude", "longitude"])
+    drift = ens["surface_pressure"].weighted(sphere.area_weights(store.latitude)).mean(["latitude", "longitude"])
     assert (abs(drift - initial_mass) < 0.1).all().item() == conserve_mass
 
 
 def test_forecast_projects_states_onto_the_spectral_truncation(store, stats):
     """With ``spectral_truncation``, every sampled state is the projection of the unprojected step
     (then mass-fixed): no zonal wavenumber beyond the truncation, same global-mean surface pressure."""
-    from druids.data import spectral
 
     dataset_cfg = dataclasses.replace(DATASET, spectral_truncation=3)
     init = store.isel(time=[3])
     plain = forecast(Analytic(around_state), stats, init, 2, 1, SAMPLING, DATASET, seed=0, progress=False)
     projected = forecast(Analytic(around_state), stats, init, 2, 1, SAMPLING, dataset_cfg, seed=0, progress=False)
-    expected = spectral.truncate_state(plain.isel(lead_time=1)[["u_component_of_wind"]], 3)
+    expected = sphere.truncate_state(plain.isel(lead_time=1)[["u_component_of_wind"]], 3)
     xr.testing.assert_allclose(projected["u_component_of_wind"].isel(lead_time=1), expected["u_component_of_wind"], rtol=1e-5, atol=1e-4)
     zonal = np.abs(np.fft.rfft(projected["surface_pressure"].isel(lead_time=1).values, axis=-1))
     assert zonal[..., 4:].max() < 1e-6 * zonal.max()
-    weights = D.area_weights(store.latitude)
+    weights = sphere.area_weights(store.latitude)
     mass = projected["surface_pressure"].weighted(weights).mean(["latitude", "longitude"])
     np.testing.assert_allclose(mass.isel(lead_time=1), mass.isel(lead_time=0), rtol=1e-6)
 
@@ -368,8 +369,8 @@ def test_ic_perturbation(store, stats):
     init = store.isel(time=[3])
     model = Analytic(lambda y, c, sigma: 0.25 / (0.25 + sigma**2) * y)  # residual ~ N(0, 0.5^2), ignores c
     ens = forecast(model, stats, init, 8, 1, SAMPLING, DATASET, seed=0, ic_perturbation=0.1, progress=False)
-    lead0 = D.normalise_state(D.to_channels(ens.isel(lead_time=0, init_time=0), VARIABLES), stats)
-    truth = D.normalise_state(D.to_channels(init.isel(time=0), VARIABLES), stats)
+    lead0 = normalisation.normalise_state(channels.to_channels(ens.isel(lead_time=0, init_time=0), VARIABLES), stats)
+    truth = normalisation.normalise_state(channels.to_channels(init.isel(time=0), VARIABLES), stats)
     deviation = (lead0 - truth).values
     assert deviation.std() == pytest.approx(0.1, rel=0.05) and abs(deviation.mean()) < 0.01
     assert not np.allclose(deviation[0], deviation[1])
@@ -413,7 +414,7 @@ def test_rollout_climate_matches_forecast(store, stats):
     expected = ens.isel(lead_time=slice(1, None)).mean(["init_time", "member", "lead_time", "longitude"])
     for name in VARIABLES:
         xr.testing.assert_allclose(clim[name], expected[name], rtol=1e-5)
-    weights = D.area_weights(store.latitude)
+    weights = sphere.area_weights(store.latitude)
     ps = ens["surface_pressure"].weighted(weights).mean(["latitude", "longitude"])
     np.testing.assert_allclose(clim["global_mean"].sel(channel="surface_pressure"), ps, rtol=1e-6)
     assert (clim["stable_steps"] == 3).all() and clim["stable_steps"].dims == ("init_time", "member")
@@ -478,7 +479,7 @@ def _distributed_worker(rank: int, world: int, port: int, path: str) -> None:
                       MASTER_PORT=str(port))  # fmt: skip
     torch.set_num_threads(1)
     store = small_store()
-    stats = D.compute_norm_stats(store, VARIABLES)
+    stats = normalisation.compute_norm_stats(store, VARIABLES)
     ens = forecast(tiny_model(), stats, store.isel(time=[3, 10]), 3, 2, SAMPLING, DATASET, seed=1, store=path,
                    progress=False)  # fmt: skip
     assert ens.sizes["member"] == 3
@@ -499,7 +500,7 @@ def test_forecast_distributed(store, stats, tmp_path):
 
 def test_tendency_bias_is_the_mean_error_of_the_conditional_mean(store, stats):
     """A model whose estimate is the normalised state: its bias is the zonal and sample mean of state - target."""
-    train = D.ForecastDataset(store, stats, "train", DATASET)
+    train = dataset.ForecastDataset(store, stats, "train", DATASET)
     model = Analytic(lambda y, c, sigma: c[:, :3] + 0 * y)
     bias = training.tendency_bias(model, train, batch_size=5)
     conditions, targets = (torch.stack(part) for part in zip(*(train[i] for i in range(len(train)))))

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from druids import training
+from druids.training import batches, checkpoint, diagnostics
 from druids.config import TrainingConfig, get_config, to_dict
 
 
@@ -34,25 +35,25 @@ def smoke_run(smoke_store, smoke_cfg, tmp_path_factory):
 
 
 def metric_lines(run_dir):
-    return (run_dir / training.METRICS).read_text().splitlines()
+    return (run_dir / checkpoint.METRICS).read_text().splitlines()
 
 
 def test_smoke_run_trains_and_logs(smoke_run, smoke_cfg):
     tc = smoke_cfg.training
     assert smoke_run.step == smoke_run.steps_run == tc.n_steps
-    assert (smoke_run.run_dir / training.CHECKPOINT).exists()
+    assert (smoke_run.run_dir / checkpoint.CHECKPOINT).exists()
     assert json.loads((smoke_run.run_dir / "config.json").read_text())["model"] == to_dict(smoke_cfg.model)
     metrics = training.read_metrics(smoke_run.run_dir)
     train = metrics[metrics.kind == "train"]
     assert train.step.tolist() == list(range(1, tc.n_steps + 1))
     assert np.isfinite(train[["loss", "lr", "grad_norm"]].to_numpy()).all() and (train.samples_per_s > 0).all()
     # the logged learning rate follows the schedule
-    expected_lr = [tc.lr * training.lr_factor(s - 1, tc) for s in train.step]
+    expected_lr = [tc.lr * batches.lr_factor(s - 1, tc) for s in train.step]
     np.testing.assert_allclose(train.lr, expected_lr, rtol=1e-12)
     val = metrics[metrics.kind == "val"]
     assert sorted(set(val.step)) == list(range(tc.val_every, tc.n_steps + 1, tc.val_every))
     last = val[val.step == tc.n_steps]
-    np.testing.assert_allclose(last.sigma, training.validation_sigmas(smoke_cfg.model))
+    np.testing.assert_allclose(last.sigma, diagnostics.validation_sigmas(smoke_cfg.model))
     assert np.isfinite(last.val_mse).all()
     # denoising error grows with the noise level: tiny at sigma_min, about the target variance at sigma_max
     assert last.val_mse.iloc[0] < 0.01 < 0.5 < last.val_mse.iloc[-1]
@@ -66,7 +67,9 @@ def test_ema_differs_from_raw_weights(smoke_run):
 
 def test_finished_run_is_loaded_without_training(smoke_run, smoke_cfg):
     lines = metric_lines(smoke_run.run_dir)
-    ema, stats, metrics = training.load_trained(smoke_cfg, smoke_run.run_dir, progress=False)
+    trained = training.load_trained(smoke_cfg, smoke_run.run_dir, progress=False)
+    ema, stats, metrics = trained.denoiser, trained.stats, trained.metrics
+    assert trained.run_dir == smoke_run.run_dir
     assert metric_lines(smoke_run.run_dir) == lines
     assert len(metrics) == len(training.read_metrics(smoke_run.run_dir))
     for name, value in smoke_run.ema.state_dict().items():
@@ -90,7 +93,7 @@ def test_checkpoint_of_another_config_names_the_fields(smoke_run, smoke_cfg):
 
 
 def test_unreadable_checkpoint_names_the_file(smoke_store, smoke_cfg, tmp_path):
-    (tmp_path / training.CHECKPOINT).write_bytes(b"not a checkpoint")
+    (tmp_path / checkpoint.CHECKPOINT).write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match=r"Cannot read checkpoint .*checkpoint\.pt: corrupt.* Delete it"):
         training.train(smoke_cfg, tmp_path, progress=False)
 
@@ -123,41 +126,41 @@ def test_ema_follows_the_formula():
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(torch.randn_like(p))
-        decay = training.ema_decay(step, 0.999)
+        decay = batches.ema_decay(step, 0.999)
         assert decay == min(0.999, (1 + step) / (10 + step))
-        training.update_ema(ema, model, decay)
+        batches.update_ema(ema, model, decay)
         expected = [decay * e + (1 - decay) * p.detach() for e, p in zip(expected, model.parameters())]
     for e, p in zip(expected, ema.parameters()):
         torch.testing.assert_close(p.detach(), e)
-    assert training.ema_decay(10_000, 0.999) == 0.999
+    assert batches.ema_decay(10_000, 0.999) == 0.999
 
 
 def test_lr_schedule_warms_up_then_decays_to_the_floor():
     tc = TrainingConfig(n_steps=100, warmup_steps=10, final_lr_fraction=0.1)
-    factors = np.array([training.lr_factor(s, tc) for s in range(tc.n_steps)])
+    factors = np.array([batches.lr_factor(s, tc) for s in range(tc.n_steps)])
     np.testing.assert_allclose(factors[:10], np.arange(1, 11) / 10)  # linear warm-up to 1
     assert factors[10] == 1.0 and factors[-1] == pytest.approx(0.1)
     assert (np.diff(factors[10:]) < 0).all()
     middle = 10 + (tc.n_steps - 1 - 10) / 2  # cosine: half-way down at mid-decay
-    assert training.lr_factor(math.floor(middle), tc) > 0.55 > training.lr_factor(math.ceil(middle), tc)
+    assert batches.lr_factor(math.floor(middle), tc) > 0.55 > batches.lr_factor(math.ceil(middle), tc)
 
 
 def test_batch_order_is_reproducible_and_covers_each_epoch():
     n, batch = 10, 4
-    first = np.concatenate([training.batch_indices(0, s, batch, n) for s in range(5)])  # two epochs
+    first = np.concatenate([batches.batch_indices(0, s, batch, n) for s in range(5)])  # two epochs
     assert sorted(first[:n]) == list(range(n)) and sorted(first[n:]) == list(range(n))
     assert not np.array_equal(first[:n], first[n:])
-    np.testing.assert_array_equal(training.batch_indices(0, 3, batch, n), first[12:16])
-    assert not np.array_equal(training.batch_indices(1, 0, batch, n), first[:batch])
+    np.testing.assert_array_equal(batches.batch_indices(0, 3, batch, n), first[12:16])
+    assert not np.array_equal(batches.batch_indices(1, 0, batch, n), first[:batch])
 
 
 def test_micro_batches_share_the_global_batch():
     tc = TrainingConfig(batch_size=8, micro_batch=2)
-    assert training.micro_batches(tc, 1, 0) == [(0, 0, 2), (1, 2, 4), (2, 4, 6), (3, 6, 8)]
-    assert training.micro_batches(tc, 2, 1) == [(2, 4, 6), (3, 6, 8)]
-    assert training.micro_batches(TrainingConfig(batch_size=8), 2, 1) == [(1, 4, 8)]
+    assert batches.micro_batches(tc, 1, 0) == [(0, 0, 2), (1, 2, 4), (2, 4, 6), (3, 6, 8)]
+    assert batches.micro_batches(tc, 2, 1) == [(2, 4, 6), (3, 6, 8)]
+    assert batches.micro_batches(TrainingConfig(batch_size=8), 2, 1) == [(1, 4, 8)]
     with pytest.raises(ValueError, match="batch_size=8 cannot be cut"):
-        training.micro_batches(TrainingConfig(batch_size=8, micro_batch=3), 1, 0)
+        batches.micro_batches(TrainingConfig(batch_size=8, micro_batch=3), 1, 0)
 
 
 def test_two_ddp_processes_match_one(smoke_store, smoke_cfg, tmp_path):
@@ -170,7 +173,7 @@ def test_two_ddp_processes_match_one(smoke_store, smoke_cfg, tmp_path):
     config_file = tmp_path / "config.json"
     config_file.write_text(json.dumps(to_dict(cfg)))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    command += ["-m", "druids.training", "--config", str(config_file), "--run-dir", str(tmp_path / "two"), "--no-progress"]
+    command += ["-m", "druids", "train", "--config", str(config_file), "--run-dir", str(tmp_path / "two")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -178,7 +181,7 @@ def test_two_ddp_processes_match_one(smoke_store, smoke_cfg, tmp_path):
     losses = {name: training.read_metrics(tmp_path / name).query("kind == 'train'").loss for name in ("one", "two")}
     np.testing.assert_allclose(losses["two"], losses["one"], rtol=1e-5)
     for name, value in one.ema.state_dict().items():
-        torch.testing.assert_close(two[0].state_dict()[name], value, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(two.denoiser.state_dict()[name], value, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.timeout(300, method="thread")  # a validator that waits for the other rank would hang here
@@ -211,7 +214,7 @@ def test_extra_validators_are_logged(smoke_store, tmp_path):
     training.train(cfg, run_dir=tmp_path / "run", progress=False, validators=[calibration.SkillValidator(cfg)])
     extra = training.read_extra_validation(tmp_path / "run")
     assert sorted(extra["step"].unique()) == [10, 20]
-    assert set(extra["field"]) == {f"{name}@{level:g}" for name, level in calibration.SKILL_FIELDS}
+    assert set(extra["field"]) == {f"{name}@{level:g}" for name, level in cfg.levels.skill_fields}
     assert (extra[["model", "persistence", "climatology"]].astype(float) > 0).all().all()
     assert set(training.read_metrics(tmp_path / "run")["kind"]) == {"train", "val"}
 
@@ -223,7 +226,7 @@ def test_condition_noise_keeps_the_next_state(history):
     condition = torch.randn(n, history * c + static, 8, 16, dtype=torch.float64)
     target = torch.randn(n, c, 8, 16, dtype=torch.float64)
     ratio = torch.tensor([0.1, 0.2, 0.4, 0.5], dtype=torch.float64)
-    noisy, new_target = training.perturb_condition(condition, target, ratio, 0.5, torch.Generator().manual_seed(0))
+    noisy, new_target = batches.perturb_condition(condition, target, ratio, 0.5, torch.Generator().manual_seed(0))
     assert noisy.shape == condition.shape and new_target.shape == target.shape
     torch.testing.assert_close(noisy[:, history * c :], condition[:, history * c :])  # static channels untouched
     # the next state in normalised state units, x_t + ratio * residual, is unchanged
@@ -239,7 +242,7 @@ def test_condition_noise_can_lie_in_the_spectral_truncation():
     latitude = np.rad2deg(np.arcsin(np.polynomial.legendre.leggauss(16)[0]))
     condition, target = torch.randn(2, 3 + 4, 16, 32), torch.randn(2, 3, 16, 32)
     ratio = torch.ones(3)
-    noisy, new_target = training.perturb_condition(
+    noisy, new_target = batches.perturb_condition(
         condition, target, ratio, 1.0, torch.Generator().manual_seed(0), latitude, 5
     )
     noise = noisy[:, :3] - condition[:, :3]

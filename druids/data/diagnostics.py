@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from druids.data.dataset import area_weights
+from druids.sphere import area_weights
 
 SPATIAL = ("latitude", "longitude")
 

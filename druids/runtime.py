@@ -1,0 +1,111 @@
+"""Where and as what this process runs: device choice, its place in a process group, DDP plumbing.
+
+Base layer: imports nothing of druids. Training and sampling both start, join
+and leave process groups through here. A job started by ``torchrun`` (or by
+:func:`spawn_environment` for locally spawned CPU processes) announces itself
+through ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``; without them this process
+is alone (world size 1, rank 0) and nothing here touches ``torch.distributed``.
+The backend is NCCL on CUDA and gloo on the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Process:
+    """This process's place in a ``torchrun`` job (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``); 1, 0, 0 alone."""
+
+    world_size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> Process:
+        env = os.environ
+        return cls(int(env.get("WORLD_SIZE", 1)), int(env.get("RANK", 0)), int(env.get("LOCAL_RANK", 0)))
+
+
+def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> torch.device:
+    """``"auto"``: this process's GPU (``cuda:<local_rank>``) if CUDA is available, else the CPU."""
+    if device == "auto":
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+def _backend(device: torch.device) -> str:
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def join_process_group(device: torch.device | None = None) -> bool:
+    """Under ``torchrun``, start the default process group if it is not running yet.
+
+    Returns True if this call started it (the caller then closes it with
+    :func:`leave_process_group`). ``device``: this process's device (default:
+    CUDA if available), which picks the backend and, on CUDA, the current GPU.
+    """
+    if Process.from_env().world_size == 1 or dist.is_initialized():
+        return False
+    device = resolve_device("auto", Process.from_env().local_rank) if device is None else torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(_backend(device))
+    return True
+
+
+def leave_process_group() -> None:
+    """Close the default process group (after :func:`join_process_group` returned True)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@contextmanager
+def process_group(device: torch.device | None = None) -> Iterator[Process]:
+    """This process's :class:`Process`, inside a running process group under ``torchrun``.
+
+    Starts the group if needed and closes it again on exit if it started it.
+    """
+    started = join_process_group(device)
+    try:
+        yield Process.from_env()
+    finally:
+        if started:
+            leave_process_group()
+
+
+def rank_and_world() -> tuple[int, int]:
+    """``(rank, world_size)``; under ``torchrun`` joins the default process group first."""
+    join_process_group()
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+@contextmanager
+def rank_zero_first(rank: int) -> Iterator[None]:
+    """Rank 0 runs the block first (e.g. generates data or a cache) while the other ranks wait, then they run it."""
+    if rank > 0:
+        dist.barrier()
+    yield
+    if rank == 0 and dist.is_initialized():
+        dist.barrier()
+
+
+def free_local_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now: the rendezvous of locally spawned gloo processes."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def spawn_environment(rank: int, world_size: int, port: int) -> None:
+    """Set the environment ``torchrun`` would give process ``rank`` of ``world_size`` local processes."""
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )

@@ -117,10 +117,7 @@ def forecast(
             f"got {n_members}, {n_steps}, {sampling_cfg.member_batch}"
         )
     rank, world = runtime.rank_and_world() if shard else (0, 1)
-    if n_members < world:
-        raise ValueError(f"{n_members} members cannot be shared by {world} processes; run fewer processes")
-    shards = np.array_split(np.arange(n_members), world)
-    members, sizes = shards[rank].tolist(), [len(shard) for shard in shards]
+    members, sizes = _member_shard(n_members, rank, world)
     init_times = init_times_of(initial_conditions["time"].values, stats.step, dataset_cfg.history)
     leads = (np.arange(n_steps + 1) * stats.step).astype("timedelta64[ns]")
     states = rollout(
@@ -129,12 +126,8 @@ def forecast(
     )
     device = next(denoiser.parameters()).device
     bar = tqdm(total=n_steps + 1, desc="forecast", unit="lead", disable=not progress or rank > 0)
-    attrs = {
-        "kind": "model ensemble",
-        "sampling_config": json.dumps(to_dict(sampling_cfg), sort_keys=True),
-        "seed": seed,
-        "ic_perturbation": float(ic_perturbation or 0.0),
-    }
+    attrs = {"kind": "model ensemble", "sampling_config": json.dumps(to_dict(sampling_cfg), sort_keys=True),
+             "seed": seed, "ic_perturbation": float(ic_perturbation or 0.0)}  # fmt: skip
 
     def lead_datasets() -> Iterator[xr.Dataset]:
         for k, (local, nfe) in enumerate(states):
@@ -163,6 +156,14 @@ def forecast(
     if world > 1:
         dist.barrier()
     return xr.open_zarr(store)
+
+
+def _member_shard(n_members: int, rank: int, world: int) -> tuple[list[int], list[int]]:
+    """This rank's members and every rank's member count: contiguous blocks of ``range(n_members)``."""
+    if n_members < world:
+        raise ValueError(f"{n_members} members cannot be shared by {world} processes; run fewer processes")
+    shards = np.array_split(np.arange(n_members), world)
+    return shards[rank].tolist(), [len(shard) for shard in shards]
 
 
 def sampler_cost(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -36,6 +37,23 @@ from druids.sampling.noise import MemberNoise
 DIFFUSION_SAMPLERS = ("edm", "dpmpp_2s")
 FLOW_SAMPLERS = ("flow_euler", "flow_heun", "flow_sde")
 SAMPLERS = DIFFUSION_SAMPLERS + FLOW_SAMPLERS
+
+@dataclass(frozen=True)
+class Churn:
+    """Stochastic churn of the diffusion samplers (Karras et al. 2022, Alg. 2; ``SamplingConfig.s_*``).
+
+    Each step inside ``[s_min, s_max]`` first raises the noise level by the
+    factor ``1 + min(s_churn / n, sqrt(2) - 1)`` with fresh noise scaled by
+    ``s_noise``; ``s_churn = 0`` is the deterministic sampler.
+    """
+
+    s_churn: float = 0.0
+    s_min: float = 0.0
+    s_max: float = float("inf")
+    s_noise: float = 1.0
+
+
+NO_CHURN = Churn()
 
 Denoise = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 Velocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -76,33 +94,28 @@ def _churn(x, sigma, gamma, s_noise, noise):
     return x + s_noise * math.sqrt(sigma_hat**2 - sigma**2) * noise(), sigma_hat
 
 
-def _churn_schedule(sigmas: torch.Tensor, s_churn, s_min, s_max) -> list[tuple[float, float, float]]:
+def _churn_schedule(sigmas: torch.Tensor, churn: Churn) -> list[tuple[float, float, float]]:
     """``(sigma, gamma, sigma_next)`` per step: churn ``min(S_churn / n, sqrt(2) - 1)`` inside ``[S_min, S_max]``, else 0."""
     levels = [float(s) for s in sigmas]
     n = len(levels) - 1
-    gammas = [min(s_churn / n, math.sqrt(2) - 1) if s_min <= sigma <= s_max else 0.0 for sigma in levels[:-1]]
+    gammas = [
+        min(churn.s_churn / n, math.sqrt(2) - 1) if churn.s_min <= sigma <= churn.s_max else 0.0 for sigma in levels[:-1]
+    ]
     return list(zip(levels[:-1], gammas, levels[1:]))
 
 
 def sample_edm(
-    denoise: Denoise,
-    c: torch.Tensor,
-    noise: MemberNoise,
-    sigmas: torch.Tensor,
-    s_churn: float = 0.0,
-    s_min: float = 0.0,
-    s_max: float = float("inf"),
-    s_noise: float = 1.0,
+    denoise: Denoise, c: torch.Tensor, noise: MemberNoise, sigmas: torch.Tensor, churn: Churn = NO_CHURN
 ) -> tuple[torch.Tensor, int]:
     """EDM stochastic sampler (Karras et al. 2022, Algorithm 2): Heun steps with churn.
 
     ``sigmas`` ``(n + 1,)`` from :func:`noise_levels` (last 0); the last step is
-    an Euler step, so NFE = ``2n - 1``. ``s_churn = 0``: the deterministic Heun
+    an Euler step, so NFE = ``2n - 1``. Without churn: the deterministic Heun
     sampler (Algorithm 1). Returns ``x`` ``(B, C, H, W)`` and the NFE.
     """
     x, nfe = float(sigmas[0]) * noise(), 0
-    for sigma, gamma, sigma_next in _churn_schedule(sigmas, s_churn, s_min, s_max):
-        x, sigma_hat = _churn(x, sigma, gamma, s_noise, noise)
+    for sigma, gamma, sigma_next in _churn_schedule(sigmas, churn):
+        x, sigma_hat = _churn(x, sigma, gamma, churn.s_noise, noise)
         d = (x - denoise(x, c, _level(sigma_hat, x))) / sigma_hat
         x_next = x + (sigma_next - sigma_hat) * d
         nfe += 1
@@ -115,14 +128,7 @@ def sample_edm(
 
 
 def sample_dpmpp_2s(
-    denoise: Denoise,
-    c: torch.Tensor,
-    noise: MemberNoise,
-    sigmas: torch.Tensor,
-    s_churn: float = 0.0,
-    s_min: float = 0.0,
-    s_max: float = float("inf"),
-    s_noise: float = 1.0,
+    denoise: Denoise, c: torch.Tensor, noise: MemberNoise, sigmas: torch.Tensor, churn: Churn = NO_CHURN
 ) -> tuple[torch.Tensor, int]:
     """DPM-Solver++(2S) with stochastic churn, as in GenCast (Price et al. 2025).
 
@@ -136,8 +142,8 @@ def sample_dpmpp_2s(
     The last step (to 0) returns ``D(x; s)``, so NFE = ``2n - 1`` for ``n`` levels.
     """
     x, nfe = float(sigmas[0]) * noise(), 0
-    for sigma, gamma, sigma_next in _churn_schedule(sigmas, s_churn, s_min, s_max):
-        x, sigma = _churn(x, sigma, gamma, s_noise, noise)
+    for sigma, gamma, sigma_next in _churn_schedule(sigmas, churn):
+        x, sigma = _churn(x, sigma, gamma, churn.s_noise, noise)
         x0 = denoise(x, c, _level(sigma, x))
         nfe += 1
         if sigma_next == 0:
@@ -245,7 +251,7 @@ def sample(denoiser, c: torch.Tensor, noise: MemberNoise, cfg: SamplingConfig) -
     if cfg.sampler in DIFFUSION_SAMPLERS:
         sigmas = noise_levels(cfg.n_levels, cfg.sigma_min, cfg.sigma_max, cfg.rho)
         solver = sample_edm if cfg.sampler == "edm" else sample_dpmpp_2s
-        return solver(denoiser.denoise, c, noise, sigmas, cfg.s_churn, cfg.s_min, cfg.s_max, cfg.s_noise)
+        return solver(denoiser.denoise, c, noise, sigmas, Churn(cfg.s_churn, cfg.s_min, cfg.s_max, cfg.s_noise))
     if hasattr(denoiser, "velocity"):
         velocity, t_max = denoiser.velocity, 1.0
     else:

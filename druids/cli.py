@@ -9,6 +9,7 @@ stops the run with the chapter and cell named.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,14 @@ def _check_profile(profile: str) -> str:
     except ValueError as err:
         raise typer.BadParameter(str(err), param_hint="--profile") from None
     return profile
+
+
+def _read_config(path: Path) -> Config:
+    """The :class:`Config` in the JSON file ``path`` (as written by ``to_dict``); a usage error if it is not one."""
+    try:
+        return from_dict(Config, json.loads(path.read_text()))
+    except (ValueError, TypeError, KeyError) as err:
+        raise typer.BadParameter(f"{path} is not a Config as JSON ({type(err).__name__}: {err})", param_hint="--config") from None
 
 
 def execute_chapter(stem: str, profile: str, seed: int, output_dir: Path | None = None, stream: bool = False) -> Path:
@@ -91,8 +100,15 @@ def run(
     profile: str = typer.Option("default", help=f"one of {', '.join(PROFILES)}"),
     seed: int = typer.Option(0, help="root seed"),
 ) -> None:
-    """Execute chapters with papermill; figures go to paper/figures, values to paper/values."""
+    """Execute chapters with papermill; figures go to paper/figures, values to paper/values.
+
+    The chapters' progress bars (training steps, forecast leads) print as plain
+    text and stream to this terminal (``runtime.progress``).
+    """
+    from druids.runtime import PROGRESS_ENV
+
     profile = _check_profile(profile)
+    os.environ[PROGRESS_ENV] = "text"  # the chapters' kernels inherit it
     for stem in _resolve(chapters or []):
         typer.echo(f"[druids] running chapter {stem} (profile {profile})")
         start = time.perf_counter()
@@ -126,21 +142,22 @@ def train(
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
     processes: int = typer.Option(0, help="local CPU training processes; 0: training.auto_processes"),
     run_dir: Path = typer.Option(None, help="run directory (default: <cache>/runs/<objective>-<hash>)"),
-    config: Path = typer.Option(None, help="JSON of a whole Config (druids.config.to_dict); replaces --profile and --seed"),
+    config: Path = typer.Option(None, exists=True, dir_okay=False, help="JSON of a whole Config (druids.config.to_dict); replaces --profile and --seed"),
 ) -> None:
     """Train (or resume, or load if finished) the profile's denoiser; prints the run directory.
 
     Several processes on one or more machines: ``torchrun --nproc-per-node N -m druids train ...``.
     """
-    from druids import calibration, runtime, training
-
     if config is None:
         cfg = get_config(_check_profile(profile), seed=seed)
     else:
-        cfg = from_dict(Config, json.loads(config.read_text()))
+        cfg = _read_config(config)
     if objective not in ("edm", "flow"):
         raise typer.BadParameter(f"objective must be edm or flow, not {objective!r}", param_hint="--objective")
     cfg = objective_config(cfg, objective)
+    # imported after the checks, so that a bad option fails at once
+    from druids import calibration, runtime, training
+
     processes = processes or training.auto_processes(cfg, device)
     result = training.train(cfg, run_dir, device=device, validators=[calibration.SkillValidator(cfg)], processes=processes)
     if runtime.Process.from_env().rank == 0:

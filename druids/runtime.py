@@ -5,13 +5,15 @@ and leave process groups through here. A job started by ``torchrun`` (or by
 :func:`spawn_environment` for locally spawned CPU processes) announces itself
 through ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``; without them this process
 is alone (world size 1, rank 0) and nothing here touches ``torch.distributed``.
-The backend is NCCL on CUDA and gloo on the CPU.
+The backend is NCCL on CUDA and gloo on the CPU. Long work reports through
+:func:`progress`, in a notebook or on a terminal.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -109,3 +111,27 @@ def spawn_environment(rank: int, world_size: int, port: int) -> None:
     os.environ.update(
         RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
     )
+
+
+#: Environment variable that makes :func:`progress` print plain text (``druids run`` sets it to "text").
+PROGRESS_ENV = "DRUIDS_PROGRESS"
+
+
+def progress(iterable=None, **kwargs):
+    """A tqdm progress bar for long work (training steps, forecast leads, data chunks).
+
+    Interactively it is ``tqdm.auto`` (a widget in Jupyter). With
+    ``DRUIDS_PROGRESS=text`` it is plain text on stderr, updated at most every
+    ``mininterval`` = 5 s: papermill streams a kernel's stderr, so ``druids run``
+    shows the progress of a chapter's long cells on its terminal (a widget
+    would reach only the executed notebook). ``kwargs`` go to tqdm.
+    """
+    if os.environ.get(PROGRESS_ENV) == "text":
+        from tqdm.std import tqdm
+
+        kwargs.setdefault("mininterval", 5.0)
+        kwargs.setdefault("file", sys.stderr)
+        return tqdm(iterable, **kwargs)
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, **kwargs)

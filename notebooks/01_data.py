@@ -39,6 +39,8 @@ from druids.values import write_values
 
 plotting.set_style()
 cfg = get_config(profile, seed=seed)
+levels = cfg.levels  # upper: jet-level winds, middle: mid-level temperature and geopotential, lower: low-level temperature
+T_MID, U_JET = (f"{name}@{level:g}" for name, level in levels.headline_fields)  # the headline fields' names
 print(cfg)
 
 # %% [markdown]
@@ -59,10 +61,10 @@ ds
 # %%
 snapshot = ds.isel(time=-1).load()
 fields = [
-    ("temperature", 812.5, "RdBu_r"),
-    ("u_component_of_wind", 312.5, "PuOr_r"),
-    ("v_component_of_wind", 312.5, "PuOr_r"),
-    ("geopotential", 562.5, "viridis"),
+    ("temperature", levels.lower, "RdBu_r"),
+    ("u_component_of_wind", levels.upper, "PuOr_r"),
+    ("v_component_of_wind", levels.upper, "PuOr_r"),
+    ("geopotential", levels.middle, "viridis"),
 ]
 fig = plt.figure(figsize=(11, 6.5))
 for i, (name, level, cmap) in enumerate(fields):
@@ -93,7 +95,7 @@ for ax in axes:
 axes[0].set_ylabel("sigma x 1000 [hPa]")
 axes[0].invert_yaxis()
 plotting.savefig(fig, "data_zonal_climate")
-jets = {h: diagnostics.jet_peak(zonal.u_component_of_wind.sel(level=312.5, method="nearest"), h) for h in ("north", "south")}
+jets = diagnostics.jet_peaks(zonal.u_component_of_wind.sel(level=levels.upper, method="nearest"))
 jets
 
 # %% [markdown]
@@ -104,10 +106,10 @@ sample = ds.isel(time=slice(0, None, max(1, ds.sizes["time"] // 100))).load()
 spectrum = diagnostics.kinetic_energy_spectrum(sample.u_component_of_wind, sample.v_component_of_wind).mean("time")
 spectrum = spectrum.sel(zonal_wavenumber=slice(0, cfg.world.truncation))  # zero beyond the truncation
 fig, ax = plt.subplots(figsize=(5.5, 4))
-for level in (312.5, 562.5, 812.5):
+for level in (levels.upper, levels.middle, levels.lower):
     plotting.plot_spectrum(spectrum.sel(level=level, method="nearest").rename(f"{level:g} hPa"), ax=ax, label=f"{level:g} hPa")
 k = np.arange(8, cfg.world.truncation + 1)
-ax.loglog(k, float(spectrum.sel(level=312.5, zonal_wavenumber=8)) * (k / 8.0) ** -3.0, "k--", lw=0.8, label="k^-3")
+ax.loglog(k, float(spectrum.sel(level=levels.upper, zonal_wavenumber=8)) * (k / 8.0) ** -3.0, "k--", lw=0.8, label="k^-3")
 ax.set_ylabel("kinetic energy [m2 s-2]")
 ax.legend()
 plotting.savefig(fig, "data_ke_spectrum")
@@ -151,8 +153,8 @@ stochastic = heldsuarez.zonal_climate(cfg.world, cfg.climate)
 deterministic = heldsuarez.zonal_climate(dataclasses.replace(cfg.world, noise_amplitude=0.0), cfg.climate)
 fig, axes = plt.subplots(1, 2, figsize=(11, 4))
 for label, clim in (("stochastic", stochastic), ("deterministic", deterministic)):
-    axes[0].plot(clim.latitude, clim.u_component_of_wind.sel(level=312.5), label=f"{label}, u at 312.5 hPa")
-    axes[1].plot(clim.latitude, clim.temperature.sel(level=812.5), label=f"{label}, T at 812.5 hPa")
+    axes[0].plot(clim.latitude, clim.u_component_of_wind.sel(level=levels.upper), label=f"{label}, u at {levels.upper:g} hPa")
+    axes[1].plot(clim.latitude, clim.temperature.sel(level=levels.lower), label=f"{label}, T at {levels.lower:g} hPa")
 axes[0].set_ylabel("zonal-mean u [m/s]")
 axes[1].set_ylabel("zonal-mean T [K]")
 for ax in axes:
@@ -161,7 +163,7 @@ for ax in axes:
 fig.suptitle(f"days {cfg.climate.average_after_days:g}-{cfg.climate.n_days:g} of runs from rest, noise amplitude {cfg.world.noise_amplitude:g} vs 0")
 plotting.savefig(fig, "data_noise_effect")
 climate_jets = {
-    name: diagnostics.jet_peak(clim.u_component_of_wind.sel(level=312.5), "north")
+    name: diagnostics.jet_peak(clim.u_component_of_wind.sel(level=levels.upper), "north")
     for name, clim in (("stochastic", stochastic), ("deterministic", deterministic))
 }
 climate_jets
@@ -193,8 +195,8 @@ write_values(
         "dataJetNorthLat": f"{jets['north'][1]:.1f}",
         "dataJetSouthSpeed": f"{jets['south'][0]:.1f}",
         "dataJetSouthLat": f"{-jets['south'][1]:.1f}",
-        "dataSpreadRatioT": f"{100 * ratio_6h['temperature@562.5']:.0f}",
-        "dataSpreadRatioU": f"{100 * ratio_6h['u_component_of_wind@312.5']:.0f}",
+        "dataSpreadRatioT": f"{100 * ratio_6h[T_MID]:.0f}",
+        "dataSpreadRatioU": f"{100 * ratio_6h[U_JET]:.0f}",
         "dataNoiseAmplitude": f"{cfg.world.noise_amplitude:g}",
         "dataJetStochastic": f"{climate_jets['stochastic'][0]:.1f}",
         "dataJetDeterministic": f"{climate_jets['deterministic'][0]:.1f}",

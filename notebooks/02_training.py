@@ -51,6 +51,7 @@ from druids.values import write_values
 plotting.set_style()
 cfg = get_config(profile, seed=seed)
 configs = {obj: objective_config(cfg, obj) for obj in ("edm", "flow")}
+T_MID, U_JET = (f"{name}@{level:g}" for name, level in cfg.levels.headline_fields)  # the headline fields' names
 print(cfg.model, cfg.training, sep="\n")
 
 # %%
@@ -108,7 +109,7 @@ plotting.savefig(fig, "training_loss_by_sigma")
 data = source.open_dataset(cfg)[0]
 val_set = dataset.ForecastDataset(data, stats, "val", cfg.dataset)
 condition, target = val_set[len(val_set) // 2]
-channel = val_set.channel_names.index("temperature@562.5")
+channel = val_set.channel_names.index(T_MID)
 sigmas = [0.3, 1.0, 4.0]
 noisy, denoised = models.denoise_at_levels(denoisers["edm"], target, condition, sigmas, torch.Generator().manual_seed(seed))
 fig, axes = plt.subplots(len(sigmas), 3, figsize=(11, 2.4 * len(sigmas)), sharex=True, sharey=True)
@@ -117,7 +118,7 @@ for row, sigma in enumerate(sigmas):
     for col, (field, title) in enumerate(zip(panels, ("noisy input", "EDM estimate", "truth"))):
         image = axes[row, col].imshow(field.numpy(), origin="lower", cmap="RdBu_r", vmin=-3, vmax=3, extent=(0, 360, -90, 90))
         axes[row, col].set_title(f"{title}, sigma = {sigma}")
-fig.colorbar(image, ax=axes, shrink=0.6, label="normalised T residual at 562.5 hPa")
+fig.colorbar(image, ax=axes, shrink=0.6, label=f"normalised T residual at {cfg.levels.middle:g} hPa")
 plotting.savefig(fig, "training_denoised_examples")
 
 # %% [markdown]
@@ -157,13 +158,13 @@ for obj, table in skill.items():
 # %%
 edm_24 = skill["edm"].xs(24, level="lead_hours")
 values = {
-    "trainEdmTwentyFourRmseT": f"{edm_24.loc['temperature@562.5', 'model']:.2f}",
-    "trainPersistenceTwentyFourRmseT": f"{edm_24.loc['temperature@562.5', 'persistence']:.2f}",
-    "trainClimatologyTwentyFourRmseT": f"{edm_24.loc['temperature@562.5', 'climatology']:.2f}",
-    "trainEdmTwentyFourRmseU": f"{edm_24.loc['u_component_of_wind@312.5', 'model']:.2f}",
-    "trainPersistenceTwentyFourRmseU": f"{edm_24.loc['u_component_of_wind@312.5', 'persistence']:.2f}",
-    "trainClimatologyTwentyFourRmseU": f"{edm_24.loc['u_component_of_wind@312.5', 'climatology']:.2f}",
-    "trainFlowTwentyFourRmseT": f"{skill['flow'].xs(24, level='lead_hours').loc['temperature@562.5', 'model']:.2f}",
+    "trainEdmTwentyFourRmseT": f"{edm_24.loc[T_MID, 'model']:.2f}",
+    "trainPersistenceTwentyFourRmseT": f"{edm_24.loc[T_MID, 'persistence']:.2f}",
+    "trainClimatologyTwentyFourRmseT": f"{edm_24.loc[T_MID, 'climatology']:.2f}",
+    "trainEdmTwentyFourRmseU": f"{edm_24.loc[U_JET, 'model']:.2f}",
+    "trainPersistenceTwentyFourRmseU": f"{edm_24.loc[U_JET, 'persistence']:.2f}",
+    "trainClimatologyTwentyFourRmseU": f"{edm_24.loc[U_JET, 'climatology']:.2f}",
+    "trainFlowTwentyFourRmseT": f"{skill['flow'].xs(24, level='lead_hours').loc[T_MID, 'model']:.2f}",
     "trainSteps": str(cfg.training.n_steps),
     "trainHomogeneityMaxError": f"{max(homogeneity['EDM, bias-free (trained)'].max(), homogeneity['flow, bias-free (trained)'].max()):.1e}",
 }

@@ -31,7 +31,6 @@ device = "auto"  # auto | cpu | cuda
 import dataclasses
 import time
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -42,13 +41,15 @@ from druids.values import write_values
 
 plotting.set_style()
 cfg = get_config(profile, seed=seed)
-study = cfg.sampling_study
+study, levels = cfg.sampling_study, cfg.levels
 configs = {obj: objective_config(cfg, obj) for obj in ("edm", "flow")}
-print(cfg.sampling, study, sep="\n")
+T_MID, U_JET = (f"{name}@{level:g}" for name, level in levels.headline_fields)  # the headline fields' names
+print(cfg.sampling, study, levels, sep="\n")
 
 # %%
 runs = {obj: training.load_trained(c, device=device) for obj, c in configs.items()}
 denoisers = {obj: run.denoiser.to(runtime.resolve_device(device)).eval() for obj, run in runs.items()}
+device_type = next(denoisers["edm"].parameters()).device.type
 stats = runs["edm"].stats
 data = source.open_dataset(cfg)[0]
 variables = list(cfg.dataset.variables)
@@ -68,58 +69,44 @@ model_ens = sampling.forecast(
 )
 ensemble_minutes = (time.perf_counter() - start) / 60
 oracle_ens = calibration.oracle_forecast(cfg.world, init_times, study.n_members, cfg.sampling.lead_steps, cfg.seed, variables)
+ensembles = {"model": model_ens, "oracle": oracle_ens}
 observed = calibration.verifying_truth(model_ens, test)
 map_leads = [np.timedelta64(h, "h").astype("timedelta64[ns]") for h in study.map_leads_hours]
-MAP_FIELDS = [("temperature", 562.5, "RdBu_r"), ("u_component_of_wind", 312.5, "PuOr_r")]
+CMAPS = {"temperature": "RdBu_r", "u_component_of_wind": "PuOr_r"}
 print(
     f"{study.n_members} members x {len(init_times)} initial time(s) x {cfg.sampling.lead_steps} steps, "
-    f"{model_ens.attrs['nfe_per_step']} NFE per step: {ensemble_minutes:.1f} min on {next(denoisers['edm'].parameters()).device.type}"
+    f"{model_ens.attrs['nfe_per_step']} NFE per step: {ensemble_minutes:.1f} min on {device_type}"
 )
 
 # %% [markdown]
 # ## Members, ensemble mean and spread next to the truth
-# First initial time. Members are sharp, weather-like states; the ensemble mean
+# First initial time, the headline fields (`cfg.levels`: mid-level temperature,
+# jet-level zonal wind). Members are sharp, weather-like states; the ensemble mean
 # blurs as the members diverge, and the spread grows where the truth is
 # uncertain (along the jets and storm tracks).
 
 # %%
 first, truth_first = model_ens.isel(init_time=0), observed.isel(init_time=0)
-for name, level, cmap in MAP_FIELDS:
-    fig = plt.figure(figsize=(16, 2.7 * len(map_leads)))
-    for row, lead in enumerate(map_leads):
-        ens, truth = first[name].sel(level=level, lead_time=lead), truth_first[name].sel(level=level, lead_time=lead)
-        panels = {"truth": truth, "member 0": ens.isel(member=0), "member 1": ens.isel(member=1), "ensemble mean": ens.mean("member")}
-        lo, hi = (-float(abs(truth).max()), float(abs(truth).max())) if "wind" in name else (float(truth.min()), float(truth.max()))
-        for col, (title, field) in enumerate(panels.items()):
-            ax = plotting.map_axes(fig, len(map_leads), 5, 5 * row + col + 1)
-            plotting.plot_map(field.assign_attrs(truth.attrs), ax=ax, cmap=cmap, vmin=lo, vmax=hi)
-            ax.set_title(f"{title}, +{lead / np.timedelta64(1, 'h'):g} h", fontsize=9)
-        ax = plotting.map_axes(fig, len(map_leads), 5, 5 * row + 5)
-        spread = ens.std("member", ddof=1).assign_attrs(long_name="ensemble spread (std)", units=truth.attrs["units"])
-        plotting.plot_map(spread, ax=ax, cmap="magma_r", vmin=0)
-        ax.set_title(f"ensemble spread, +{lead / np.timedelta64(1, 'h'):g} h", fontsize=9)
-    fig.suptitle(f"{name} at {level:g} hPa, {study.n_members}-member EDM ensemble from {str(init_times[0])[:16]}")
+for name, level in levels.headline_fields:
+    fig = plotting.ensemble_maps(
+        first[name].sel(level=level, lead_time=map_leads),
+        truth_first[name].sel(level=level, lead_time=map_leads),
+        CMAPS[name],
+        centred="wind" in name,
+        title=f"{name} at {level:g} hPa, {study.n_members}-member EDM ensemble from {str(init_times[0])[:16]}",
+    )
     plotting.savefig(fig, f"sampling_members_{'t' if name == 'temperature' else 'u'}")
 
 # %% [markdown]
 # ## The oracle beside the model
 # Same initial state, same lead: a member, the mean and the spread of each
-# ensemble (temperature at 562.5 hPa).
+# ensemble (mid-level temperature).
 
 # %%
 lead = map_leads[min(1, len(map_leads) - 1)]
-name, level, cmap = MAP_FIELDS[0]
-truth = truth_first[name].sel(level=level, lead_time=lead)
-fields = {label: ens[name].isel(init_time=0).sel(level=level, lead_time=lead) for label, ens in (("model", model_ens), ("oracle", oracle_ens))}
-state_limits = {"cmap": cmap, "vmin": float(truth.min()), "vmax": float(truth.max())}
-spread_limits = {"cmap": "magma_r", "vmin": 0, "vmax": 1.2 * float(fields["oracle"].std("member", ddof=1).max())}
-fig = plt.figure(figsize=(13, 5.2))
-for row, (label, field) in enumerate(fields.items()):
-    panels = {"member 0": field.isel(member=0), "ensemble mean": field.mean("member"), "spread": field.std("member", ddof=1)}
-    for col, (title, da) in enumerate(panels.items()):
-        ax = plotting.map_axes(fig, 2, 3, 3 * row + col + 1)
-        plotting.plot_map(da.assign_attrs(truth.attrs, long_name=f"{name} {title}"), ax=ax, **(spread_limits if title == "spread" else state_limits))
-        ax.set_title(f"{label} {title}, +{lead / np.timedelta64(1, 'h'):g} h", fontsize=9)
+name, level = levels.headline_fields[0]
+fields = {label: ens[name].isel(init_time=0).sel(level=level, lead_time=lead) for label, ens in ensembles.items()}
+fig = plotting.ensemble_comparison_maps(fields, truth_first[name].sel(level=level, lead_time=lead), CMAPS[name], spread_reference="oracle")
 plotting.savefig(fig, "sampling_oracle_maps")
 
 # %% [markdown]
@@ -131,50 +118,29 @@ plotting.savefig(fig, "sampling_oracle_maps")
 # sampling noise of a few initial times).
 
 # %%
-FIELDS = [(name, level) for name, level, _ in MAP_FIELDS]
-curves = {label: calibration.spread_skill(ens, test, FIELDS) for label, ens in (("model", model_ens), ("oracle", oracle_ens))}
-lead_days = model_ens.lead_time / np.timedelta64(1, "D")
-fig, axes = plt.subplots(1, len(FIELDS), figsize=(11, 4))
-for ax, field in zip(axes, curves["model"].field.values):
-    for (label, c), colour in zip(curves.items(), ("C0", "C1")):
-        ax.plot(lead_days, c.spread.sel(field=field), color=colour, label=f"{label} spread")
-        ax.plot(lead_days, c.rmse.sel(field=field), color=colour, ls="--", label=f"{label} ensemble-mean RMSE")
-    ax.set_xlabel("lead time [days]")
-    ax.set_title(field)
-axes[0].set_ylabel("area-weighted RMS [field units]")
-axes[0].legend(fontsize=8)
-plotting.savefig(fig, "sampling_spread_skill")
+curves = {label: calibration.spread_skill(ens, test, levels.headline_fields) for label, ens in ensembles.items()}
+plotting.savefig(plotting.spread_skill_curves(curves), "sampling_spread_skill")
 
 # %% [markdown]
 # ## Does sampling blur or add noise? Kinetic-energy spectra
-# Kinetic energy by zonal wavenumber at 312.5 hPa: the mean of the members'
-# spectra (shading: their range) for the model and the oracle, and the truth's.
-# A sampler that blurs loses energy at high wavenumbers; one that adds noise
-# gains it there.
+# Kinetic energy by zonal wavenumber at the jet level (`cfg.levels.upper`): the mean
+# of the members' spectra (shading: their range) for the model and the oracle, and
+# the truth's. A sampler that blurs loses energy at high wavenumbers; one that adds
+# noise gains it there.
 
 # %%
-def jet_level_spectrum(ds):
-    """Kinetic energy per zonal wavenumber at 312.5 hPa, up to the truncation."""
-    ke = diagnostics.kinetic_energy_spectrum(ds.u_component_of_wind.sel(level=312.5), ds.v_component_of_wind.sel(level=312.5))
-    return ke.sel(zonal_wavenumber=slice(0, cfg.world.truncation))
-
-
-spectra = {label: jet_level_spectrum(ens.sel(lead_time=map_leads)) for label, ens in (("model", model_ens), ("oracle", oracle_ens))}
-truth_spectrum = jet_level_spectrum(observed.sel(lead_time=map_leads)).mean("init_time").rename("kinetic energy")
-fig, axes = plt.subplots(1, len(map_leads), figsize=(3.6 * len(map_leads), 3.6), sharey=True)
-for ax, lead in zip(np.atleast_1d(axes), map_leads):
-    for (label, spectrum), colour in zip(spectra.items(), ("C0", "C1")):
-        members = spectrum.sel(lead_time=lead, zonal_wavenumber=slice(1, None)).stack(sample=("init_time", "member"))
-        plotting.plot_spectrum(members.mean("sample").rename("kinetic energy"), ax=ax, color=colour, label=f"{label} members")
-        ax.fill_between(members.zonal_wavenumber, members.min("sample"), members.max("sample"), color=colour, alpha=0.2)
-    plotting.plot_spectrum(truth_spectrum.sel(lead_time=lead), ax=ax, color="k", label="truth")
-    ax.set_ylabel("kinetic energy [m2 s-2]")
-    ax.set_xlabel("zonal wavenumber")
-    ax.set_title(f"312.5 hPa, +{lead / np.timedelta64(1, 'h'):g} h")
-np.atleast_1d(axes)[0].legend(fontsize=8)
-plotting.savefig(fig, "sampling_spectra")
-# energy at zonal wavenumbers >= 8 (synoptic and smaller scales) at the last map lead, m2 s-2
-high_k = {label: float(s.sel(lead_time=map_leads[-1], zonal_wavenumber=slice(8, None)).sum("zonal_wavenumber").mean()) for label, s in spectra.items()}
+SYNOPTIC_WAVENUMBER = 8  # zonal wavenumbers >= 8: synoptic and smaller scales
+spectra = {
+    label: diagnostics.level_kinetic_energy_spectrum(ens.sel(lead_time=map_leads), levels.upper, cfg.world.truncation)
+    for label, ens in ensembles.items()
+}
+truth_spectrum = diagnostics.level_kinetic_energy_spectrum(observed.sel(lead_time=map_leads), levels.upper, cfg.world.truncation)
+plotting.savefig(plotting.ensemble_spectra(spectra, truth_spectrum, title=f"{levels.upper:g} hPa"), "sampling_spectra")
+# energy at the synoptic and smaller scales at the last map lead, mean over initial times and members, m2 s-2
+high_k = {
+    label: float(diagnostics.energy_from_wavenumber(spectrum.sel(lead_time=map_leads[-1]), SYNOPTIC_WAVENUMBER).mean())
+    for label, spectrum in spectra.items()
+}
 high_k
 
 # %% [markdown]
@@ -212,62 +178,36 @@ bias_table.round(3)
 # of the next state, with less noise injected per step.
 
 # %%
-climate_steps = int(round(study.climate_days * 24 / cfg.world.output_hours))
 climate_initial = sampling.initial_states(data[variables], init_times[:1], cfg.dataset.history)
-rollouts = {}
-for churn in [c for c in (study.climate_churn, study.climate_compare_churn) if c is not None]:
-    churn_sampling = dataclasses.replace(
-        cfg.sampling, sampler=study.climate_sampler, n_levels=study.climate_n_levels, s_churn=churn, member_batch=study.climate_members
-    )
-    rollouts[churn] = sampling.rollout_climate(
-        denoisers["edm"], stats, climate_initial, climate_steps, churn_sampling, cfg.dataset, cfg.seed, study.climate_members, residual_bias=bias
-    )
-stable_days_by_churn = pd.DataFrame(
-    {f"churn {churn:g}": run.stable_steps.isel(init_time=0).to_series() * cfg.world.output_hours / 24 for churn, run in rollouts.items()}
-)
-stable_days_by_churn.loc["minutes"] = [run.attrs["seconds"] / 60 for run in rollouts.values()]
+rollouts = sampling.climate_runs(denoisers["edm"], stats, climate_initial, cfg.sampling, study, cfg.dataset, cfg.seed, residual_bias=bias)
 rollout = rollouts[study.climate_churn]
-data_zonal = data[["u_component_of_wind", "temperature"]].mean(["time", "longitude"]).load()
-data_rms_u = np.sqrt(diagnostics.global_mean(data.u_component_of_wind.sel(level=312.5) ** 2)).load()
-stable_days = rollout.stable_steps.isel(init_time=0) * cfg.world.output_hours / 24
-stable_members = int((rollout.stable_steps == climate_steps).sum())
-print(f"stable days per member of {study.climate_days:g}, {rollout.attrs['nfe_per_step']} NFE per step:")
-stable_days_by_churn.round(2)
+stable_days = sampling.stable_days(rollout).isel(init_time=0)
+stable_members = int((rollout.stable_steps == rollout.attrs["n_steps"]).sum())
+print(f"stable days per member of {study.climate_days:g}, {rollout.attrs['nfe_per_step']} NFE per step (last row: wall time):")
+sampling.stable_days_table(rollouts).round(2)
+
+# %% [markdown]
+# The model's zonal-mean climate (the `climate_churn` run) against the world's: the
+# zonal-mean wind section, jet-level wind and low-level temperature against
+# latitude, and the jet-level wind's RMS of every member of every run, which shows
+# when a member left the world.
 
 # %%
-fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
-cu = axes[0, 0].contourf(rollout.latitude, rollout.level, rollout.u_component_of_wind, levels=np.arange(-12, 40, 4), cmap="PuOr_r", extend="both")
-cs = axes[0, 0].contour(data_zonal.latitude, data_zonal.level, data_zonal.u_component_of_wind, levels=np.arange(-8, 40, 8), colors="k", linewidths=0.7)
-axes[0, 0].clabel(cs, fmt="%d")
-axes[0, 0].invert_yaxis()
-fig.colorbar(cu, ax=axes[0, 0], label="zonal-mean u [m/s]")
-axes[0, 0].set_title("zonal-mean u: model (filled), world (contours)")
-axes[0, 0].set_ylabel("sigma x 1000 [hPa]")
-for ax, (name, level) in zip((axes[0, 1], axes[1, 0]), (("u_component_of_wind", 312.5), ("temperature", 812.5))):
-    ax.plot(rollout.latitude, rollout[name].sel(level=level), label=f"model, churn {study.climate_churn:g}, {study.climate_members} member(s), {float(stable_days.sum()):g} days")
-    ax.plot(data_zonal.latitude, data_zonal[name].sel(level=level), "k--", label="world (data store)")
-    ax.set_ylabel(f"zonal mean [{data[name].attrs['units']}]")
-    ax.set_title(f"zonal-mean {name} at {level:g} hPa")
-for ax in (axes[0, 0], axes[0, 1], axes[1, 0]):
-    ax.set_xlabel("latitude [deg]")
-axes[0, 1].legend(fontsize=8)
-rollout_days = rollout.lead_time / np.timedelta64(1, "D")
-for index, (churn, run) in enumerate(rollouts.items()):
-    for member, rms in run.global_rms.sel(channel="u_component_of_wind@312.5").isel(init_time=0).groupby("member"):
-        axes[1, 1].plot(rollout_days, rms.squeeze(), color=f"C{index}", lw=0.8, label=f"model, churn {churn:g}" if member == 0 else None)
-axes[1, 1].plot((data.time - data.time[0]) / np.timedelta64(1, "D"), data_rms_u, "k", lw=0.8, alpha=0.6, label="world (data store)")
-axes[1, 1].set_xlabel("days from start")
-axes[1, 1].set_ylabel("area-weighted RMS [m/s]")
-axes[1, 1].set_title("stability: RMS u at 312.5 hPa")
-axes[1, 1].legend(fontsize=8)
+data_zonal = data[["u_component_of_wind", "temperature"]].mean(["time", "longitude"], keep_attrs=True).load()
+data_rms_u = np.sqrt(diagnostics.global_mean(data.u_component_of_wind.sel(level=levels.upper) ** 2)).load()
+rms_u = {f"model, churn {churn:g}": run.global_rms.sel(channel=U_JET).isel(init_time=0) for churn, run in rollouts.items()}
+fig = plotting.climate_figure(
+    rollout,
+    data_zonal,
+    profiles=[("u_component_of_wind", levels.upper), ("temperature", levels.lower)],
+    rms_runs=rms_u,
+    world_rms=data_rms_u,
+    rms_field=("u_component_of_wind", levels.upper),
+    model_label=f"model, churn {study.climate_churn:g}, {study.climate_members} member(s), {float(stable_days.sum()):g} days",
+)
 plotting.savefig(fig, "sampling_climate")
-jets = {
-    (origin, hemisphere): diagnostics.jet_peak(zonal.u_component_of_wind.sel(level=312.5), hemisphere)
-    for origin, zonal in (("model", rollout), ("data", data_zonal))
-    for hemisphere in ("north", "south")
-}
-jet_difference = np.mean([abs(jets["model", h][0] - jets["data", h][0]) / jets["data", h][0] for h in ("north", "south")])
-pd.DataFrame(jets, index=["speed [m/s]", "latitude [deg]"]).round(2)
+jets = diagnostics.compare_jets(rollout.u_component_of_wind.sel(level=levels.upper), data_zonal.u_component_of_wind.sel(level=levels.upper))
+jets.round(2)
 
 # %% [markdown]
 # ## Cost of the samplers
@@ -289,25 +229,15 @@ cost["ms_per_member_step"] = 1000 * cost["seconds_per_member_step"]
 cost[["model", "n_levels", "nfe_per_step", "ms_per_member_step", "evaluations_per_s"]].round(2)
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-colours = [f"C{0 if obj == 'edm' else 1}" for obj in cost["model"]]
-labels = [f"{name}\n({obj} model)" for name, obj in zip(cost.index, cost["model"])]
-axes[0].bar(labels, cost["nfe_per_step"], color=colours)
-axes[0].set_ylabel("model evaluations (NFE) per 6-h step")
-axes[1].bar(labels, cost["ms_per_member_step"], color=colours)
-axes[1].set_ylabel(f"wall time per member-step [ms] ({next(denoisers['edm'].parameters()).device.type})")
-for ax in axes:
-    ax.tick_params(axis="x", labelsize=8)
-fig.suptitle(f"{cfg.sampling.n_levels} noise levels / steps, {study.timing_members} members batched")
+fig = plotting.sampler_cost_bars(cost, device_type, title=f"{cfg.sampling.n_levels} noise levels / steps, {study.timing_members} members batched")
 plotting.savefig(fig, "sampling_cost")
 
 # %% [markdown]
 # ## Numbers for the paper
+# The ensembles: spread and ensemble-mean RMSE of the headline fields at the last lead.
 
 # %%
 final = model_ens.lead_time.values[-1]
-at_final = {label: c.sel(lead_time=final) for label, c in curves.items()}
-LABELS = {"edm": "Edm", "dpmpp_2s": "Dpm", "flow_euler": "FlowEuler", "flow_heun": "FlowHeun", "flow_sde": "FlowSde"}
 values = {
     "samplingMembers": str(study.n_members),
     "samplingInitTimes": str(len(init_times)),
@@ -315,38 +245,48 @@ values = {
     "samplingNfePerStep": str(model_ens.attrs["nfe_per_step"]),
     "samplingEnsembleMinutes": f"{ensemble_minutes:.1f}",
     "samplingFinalLeadDays": f"{final / np.timedelta64(1, 'D'):g}",
-    "samplingSpreadModelT": f"{float(at_final['model'].spread.sel(field='temperature@562.5')):.2f}",
-    "samplingSpreadOracleT": f"{float(at_final['oracle'].spread.sel(field='temperature@562.5')):.2f}",
-    "samplingRmseModelT": f"{float(at_final['model'].rmse.sel(field='temperature@562.5')):.2f}",
-    "samplingRmseOracleT": f"{float(at_final['oracle'].rmse.sel(field='temperature@562.5')):.2f}",
-    "samplingSpreadModelU": f"{float(at_final['model'].spread.sel(field='u_component_of_wind@312.5')):.2f}",
-    "samplingSpreadOracleU": f"{float(at_final['oracle'].spread.sel(field='u_component_of_wind@312.5')):.2f}",
-    "samplingRmseModelU": f"{float(at_final['model'].rmse.sel(field='u_component_of_wind@312.5')):.2f}",
-    "samplingRmseOracleU": f"{float(at_final['oracle'].rmse.sel(field='u_component_of_wind@312.5')):.2f}",
     "samplingHighWavenumberEnergyRatio": f"{100 * high_k['model'] / high_k['oracle']:.0f}",
+}
+for label, c in curves.items():
+    for score in ("spread", "rmse"):
+        for field, suffix in ((T_MID, "T"), (U_JET, "U")):
+            values[f"sampling{score.title()}{label.title()}{suffix}"] = f"{float(c[score].sel(field=field, lead_time=final)):.2f}"
+
+# %% [markdown]
+# The free runs and the jets.
+
+# %%
+temperature_channels = [c for c in stats.channel_names if c.startswith("temperature")]
+values |= {
     "samplingClimateDays": f"{study.climate_days:g}",
     "samplingClimateMembers": str(study.climate_members),
     "samplingClimateStableMembers": str(stable_members),
     "samplingClimateShortestDays": f"{float(stable_days.min()):g}",
     "samplingClimateLongestDays": f"{float(stable_days.max()):g}",
     "samplingClimateChurn": f"{study.climate_churn:g}",
-    "samplingTendencyBiasT": f"{bias_table.loc[[c for c in stats.channel_names if c.startswith('temperature')], 'global mean [units/day]'].abs().max():.3f}",
+    "samplingTendencyBiasT": f"{bias_table.loc[temperature_channels, 'global mean [units/day]'].abs().max():.3f}",
     "samplingClimateSampler": study.climate_sampler.replace("_", r"\_"),
     "samplingClimateLevels": str(study.climate_n_levels),
     "samplingClimateNfe": str(rollout.attrs["nfe_per_step"]),
     "samplingClimateMinutes": f"{rollout.attrs['seconds'] / 60:.1f}",
-    "samplingJetRelativeDifference": f"{100 * jet_difference:.0f}",
-    "samplingCostDevice": next(denoisers["edm"].parameters()).device.type,
+    "samplingJetRelativeDifference": f"{100 * jets['relative_speed_difference'].mean():.0f}",
 }
-for (origin, hemisphere), (speed, lat) in jets.items():
-    key = f"{hemisphere.title()}{'Model' if origin == 'model' else 'World'}"
-    values[f"samplingJet{key}Speed"] = f"{speed:.1f}"
-    values[f"samplingJet{key}Lat"] = f"{abs(lat):.1f}"
+for hemisphere, jet in jets.iterrows():
+    for origin in ("model", "world"):
+        values[f"samplingJet{hemisphere.title()}{origin.title()}Speed"] = f"{jet[f'{origin}_speed']:.1f}"
+        values[f"samplingJet{hemisphere.title()}{origin.title()}Lat"] = f"{abs(jet[f'{origin}_latitude']):.1f}"
 if study.climate_compare_churn is not None:
-    compare_days = rollouts[study.climate_compare_churn].stable_steps * cfg.world.output_hours / 24
+    compare_days = sampling.stable_days(rollouts[study.climate_compare_churn])
     values["samplingClimateCompareChurn"] = f"{study.climate_compare_churn:g}"
     values["samplingClimateCompareShortestDays"] = f"{float(compare_days.min()):g}"
     values["samplingClimateCompareLongestDays"] = f"{float(compare_days.max()):g}"
+
+# %% [markdown]
+# The samplers' cost; then all numbers go to `paper/values/03_sampling.tex`.
+
+# %%
+LABELS = {"edm": "Edm", "dpmpp_2s": "Dpm", "flow_euler": "FlowEuler", "flow_heun": "FlowHeun", "flow_sde": "FlowSde"}
+values["samplingCostDevice"] = device_type
 for name, row in cost.iterrows():
     values[f"samplingNfe{LABELS[name]}"] = str(row["nfe_per_step"])
     values[f"samplingMs{LABELS[name]}"] = f"{row['ms_per_member_step']:.0f}"

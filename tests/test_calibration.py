@@ -6,15 +6,13 @@ import pytest
 import xarray as xr
 
 from druids import calibration
+from wb2 import Random, wb2_dataset
 
 
 def _truth(n_times=12, seed=0):
-    rng = np.random.default_rng(seed)
-    lat = np.linspace(-80, 80, 8)
-    lon = np.arange(0, 360, 45.0)
-    time = pd.date_range("2000-01-01", periods=n_times, freq="6h").values
-    data = rng.normal(size=(n_times, 8, 8)).astype(np.float32)
-    return xr.Dataset({"temperature": (("time", "latitude", "longitude"), data)}, coords={"time": time, "latitude": lat, "longitude": lon})
+    """Standard white noise ``temperature`` (one level) on an 8 x 8 equiangular grid, 6-hourly."""
+    field = Random("white", mean=0.0, scale=1.0)
+    return wb2_dataset({"temperature": field}, grid="equiangular", n_lat=8, n_lon=8, levels=None, n_times=n_times, seed=seed)
 
 
 def test_rmse_matches_area_weighted_numpy():
@@ -64,18 +62,38 @@ def test_spread_skill_hand_computed():
 
 
 def test_oracle_forecast_layout(monkeypatch):
-    """Oracle ensembles of several initial times are stacked in the model forecast layout."""
+    """Oracle ensembles of several initial times are stacked in the model forecast layout: each initial time's
+    members are those of its own oracle ensemble, made with the world, sizes and seed given, and ``variables``
+    keeps their values."""
     from druids.data import heldsuarez
 
+    calls = []
+
     def fake(world, init_time, n_members, n_steps, seed):
+        """Random fields drawn from (seed, init hour), so every initial time and seed has its own."""
+        calls.append((world, init_time, n_members, n_steps, seed))
+        hour = int(init_time.astype("datetime64[h]").astype(np.int64))
+        rng = np.random.default_rng([seed, hour])
         leads = np.arange(n_steps + 1) * np.timedelta64(6, "h")
-        shape = (n_members, n_steps + 1, 4, 8)
-        data = {v: (("member", "lead_time", "latitude", "longitude"), np.full(shape, float(seed))) for v in ("temperature", "geopotential")}
+        dims = ("member", "lead_time", "level", "latitude", "longitude")
+        data = {v: (dims, rng.normal(size=(n_members, n_steps + 1, 2, 4, 8))) for v in ("temperature", "geopotential")}
         return xr.Dataset(data, coords={"member": np.arange(n_members), "lead_time": leads, "init_time": init_time})
 
     monkeypatch.setattr(heldsuarez, "oracle_ensemble", fake)
+    world = object()
     inits = pd.date_range("2000-01-01", periods=2, freq="6h").values
-    ens = calibration.oracle_forecast(None, inits, 3, 2, seed=7, variables=["temperature"])
-    assert ens.temperature.dims == ("init_time", "member", "lead_time", "latitude", "longitude")
+    ens = calibration.oracle_forecast(world, inits, 3, 2, seed=7, variables=["temperature"])
+    assert ens.temperature.dims == ("init_time", "member", "lead_time", "level", "latitude", "longitude")
     assert list(ens.data_vars) == ["temperature"] and ens.sizes["member"] == 3 and ens.sizes["lead_time"] == 3
     np.testing.assert_array_equal(ens.init_time.values, inits)
+    assert calls == [(world, t, 3, 2, 7) for t in inits]
+    for t in inits:
+        own = fake(world, t, 3, 2, 7)
+        np.testing.assert_array_equal(ens.temperature.sel(init_time=t).values, own.temperature.values)
+        np.testing.assert_array_equal(ens.lead_time.values, own.lead_time.values)
+    assert not np.array_equal(ens.temperature.isel(init_time=0), ens.temperature.isel(init_time=1))
+
+    every = calibration.oracle_forecast(world, inits, 3, 2, seed=8)  # another seed, all variables
+    assert list(every.data_vars) == ["temperature", "geopotential"]
+    np.testing.assert_array_equal(every.geopotential.isel(init_time=1).values, fake(world, inits[1], 3, 2, 8).geopotential.values)
+    assert not np.array_equal(every.temperature.values, ens.temperature.values)

@@ -12,45 +12,16 @@ import xarray as xr
 from druids.config import DatasetConfig
 from druids.data import channels, dataset, normalisation, splits
 from druids import sphere
+from wb2 import wb2_dataset
 
 LEVELS = np.array([300.0, 562.5], dtype=np.float32)
 VARIABLES = ("u_component_of_wind", "v_component_of_wind", "temperature", "geopotential", "surface_pressure")
-# (mean, scale, units) of each synthetic variable
-SPECS = {
-    "u_component_of_wind": (5.0, 10.0, "m s-1"),
-    "v_component_of_wind": (0.0, 5.0, "m s-1"),
-    "temperature": (250.0, 15.0, "K"),
-    "geopotential": (5.0e4, 2.0e3, "m2 s-2"),
-    "surface_pressure": (1.0e5, 1.0e3, "Pa"),
-}
 CONFIG = DatasetConfig(variables=VARIABLES, history=1, split_fractions=(0.6, 0.2, 0.2), gap_days=1.0)
 
 
 def synthetic_store(n_times: int = 120, seed: int = 0) -> xr.Dataset:
-    """AR(1) fields on a 32 x 64 Gaussian grid, 6-hourly, dask-backed, float32."""
-    rng = np.random.default_rng(seed)
-    nodes, _ = np.polynomial.legendre.leggauss(32)
-    lat = np.rad2deg(np.arcsin(nodes))  # ascending
-    lon = np.arange(64) * 5.625
-    times = np.datetime64("2000-01-01T00") + np.arange(n_times) * np.timedelta64(6, "h")
-
-    def ar1(shape, phi=0.9):
-        x = np.empty((n_times, *shape))
-        x[0] = rng.standard_normal(shape)
-        for t in range(1, n_times):
-            x[t] = phi * x[t - 1] + np.sqrt(1 - phi**2) * rng.standard_normal(shape)
-        return x
-
-    data = {}
-    for name, (mean, scale, units) in SPECS.items():
-        if name == "surface_pressure":
-            dims, shape = ("time", "latitude", "longitude"), (32, 64)
-        else:
-            dims, shape = ("time", "level", "latitude", "longitude"), (2, 32, 64)
-        field = (mean + scale * ar1(shape)).astype(np.float32)
-        data[name] = (dims, field, {"units": units})
-    ds = xr.Dataset(data, coords={"time": times, "level": LEVELS, "latitude": lat, "longitude": lon})
-    return ds.chunk({"time": 40})
+    """AR(1) fields (phi 0.9, typical means and scales) on a 32 x 64 Gaussian grid, 6-hourly, dask-backed, float32."""
+    return wb2_dataset(VARIABLES, levels=LEVELS, n_times=n_times, process="ar1", seed=seed, chunks={"time": 40})
 
 
 @pytest.fixture(scope="module")

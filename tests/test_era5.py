@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
+import wb2
 from druids.data.era5 import (
     ERA5_ATTRIBUTION,
     Grid,
@@ -22,8 +23,6 @@ from druids.data.era5 import (
 # analytic fields over target cells are exact.
 N_LON, N_LAT = 192, 96
 DX = 360 / N_LON
-LAT = 90 - DX / 2 - DX * np.arange(N_LAT)
-LON = DX * np.arange(N_LON)
 TIMES = pd.date_range("2020-01-01", periods=4, freq="6h")
 LEVELS = [500, 850]
 TARGET = Grid.equiangular(64, 32)
@@ -47,21 +46,16 @@ def area_mean(da):
 
 
 def wb2_dataset():
-    rng = np.random.default_rng(0)
-    shape3, shape2 = (len(TIMES), len(LEVELS), N_LAT, N_LON), (len(TIMES), N_LAT, N_LON)
-    dims3, dims2 = ("time", "level", "latitude", "longitude"), ("time", "latitude", "longitude")
-    u = np.broadcast_to(cos_lon_cell_mean(LON, DX), shape3)
-    z = np.broadcast_to(sin_lat_area_mean(LAT, DX)[:, None], shape3)
-    return xr.Dataset(
-        {
-            "temperature": (dims3, np.full(shape3, 250.0, np.float32), {"units": "K", "long_name": "Temperature"}),
-            "u_component_of_wind": (dims3, u.astype(np.float32), {"units": "m s-1"}),
-            "geopotential": (dims3, z.astype(np.float32), {"units": "m2 s-2"}),
-            "2m_temperature": (dims2, (280 + 10 * rng.standard_normal(shape2)).astype(np.float32), {"units": "K"}),
-        },
-        coords={"time": TIMES, "level": LEVELS, "latitude": LAT, "longitude": LON},
-        attrs={"title": "synthetic WB2 store"},
-    )
+    """Analytic fields whose coarse-cell means are known (constant temperature, u ~ cos(longitude), geopotential
+    ~ sin(latitude), as cell means) and white-noise 2m temperature, on the source grid in ERA5's order."""
+    fields = {
+        "temperature": lambda coords: 250.0,
+        "u_component_of_wind": lambda coords: cos_lon_cell_mean(coords["longitude"], DX),
+        "geopotential": lambda coords: sin_lat_area_mean(coords["latitude"], DX),
+        "2m_temperature": wb2.Random("white", mean=280.0, scale=10.0),
+    }
+    return wb2.wb2_dataset(fields, grid="equiangular", n_lat=N_LAT, n_lon=N_LON, descending=True, levels=LEVELS,
+                           n_times=len(TIMES), start="2020-01-01T00", attrs={"title": "synthetic WB2 store"})  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,10 @@
 """Configs, cache, values and the command line."""
 
 import dataclasses
+import os
+import re
+import subprocess
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -87,6 +91,37 @@ def test_cli_lists_chapters_and_rejects_unknown_ones():
     assert result.exit_code != 0 and "unknown chapter" in result.output
     result = runner.invoke(cli.app, ["run", "01_data", "--profile", "huge"])
     assert result.exit_code != 0 and "valid profiles" in result.output
+
+
+def _message(output: str) -> str:
+    """A command-line error as plain words: rich's box drawing dropped, whitespace collapsed."""
+    return " ".join(re.sub(r"[\u2500-\u257f]", " ", output).split())
+
+
+def test_bad_profile_is_one_short_error_from_python_m_and_the_command():
+    """``python -m druids train`` (what torchrun runs) and ``druids train`` reject a bad profile alike:
+    exit code 2, the valid profiles named, no traceback."""
+    env = {**os.environ, "COLUMNS": "80"}
+    done = subprocess.run([sys.executable, "-m", "druids", "train", "--profile", "nope"],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=paths.ROOT)  # fmt: skip
+    command = CliRunner().invoke(cli.app, ["train", "--profile", "nope"], prog_name="druids", env={"COLUMNS": "80"})
+    assert done.returncode == command.exit_code == 2
+    assert done.stdout == ""
+    for output in (done.stderr, command.output):
+        assert "Traceback" not in output and len(output.splitlines()) <= 8
+        assert "Unknown profile 'nope'; valid profiles are: smoke, default, gpu" in _message(output)
+    assert _message(done.stderr) == _message(command.output)
+
+
+def test_bad_config_file_is_a_short_error(tmp_path):
+    """``druids train --config`` with a missing file or JSON that is not a Config: exit code 2, the file named."""
+    runner, bad = CliRunner(), tmp_path / "config.json"
+    bad.write_text('{"seed": 0}')
+    for path, words in ((tmp_path / "missing.json", "does not exist"), (bad, "is not a Config as JSON")):
+        result = runner.invoke(cli.app, ["train", "--config", str(path)], env={"COLUMNS": "200"})
+        assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+        assert str(path) in _message(result.output) and words in _message(result.output)
+        assert "Traceback" not in result.output
 
 
 def test_failing_chapter_names_chapter_and_cell(tmp_path, monkeypatch):

@@ -3,6 +3,7 @@ checkpoint config checks, exact resume, EMA, the learning-rate schedule, batch
 order, and two-process DDP (gloo) against one process."""
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -18,6 +19,9 @@ from torch import nn
 from druids import training
 from druids.training import batches, checkpoint, diagnostics
 from druids.config import TrainingConfig, get_config, to_dict
+from druids.data.dataset import ForecastDataset, collate
+from druids.data.source import open_dataset
+from druids.models import build_loss
 
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -94,8 +98,31 @@ def test_checkpoint_of_another_config_names_the_fields(smoke_run, smoke_cfg):
 
 def test_unreadable_checkpoint_names_the_file(smoke_store, smoke_cfg, tmp_path):
     (tmp_path / checkpoint.CHECKPOINT).write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match=r"Cannot read checkpoint .*checkpoint\.pt: corrupt.* Delete it"):
+    with pytest.raises(checkpoint.CheckpointError, match=r"Cannot read checkpoint .*checkpoint\.pt: corrupt.* Delete it"):
         training.train(smoke_cfg, tmp_path, progress=False)
+
+
+def test_every_truncated_checkpoint_is_a_checkpoint_error(smoke_run, smoke_cfg, tmp_path):
+    """A real checkpoint cut at any length (a copy killed mid-write, a full disk), or another program's torch
+    file, stops both resuming (``train``) and the step probe of multi-process training (``checkpoint_step``) with
+    a CheckpointError that names the file, and the file is left as it was."""
+    whole = (smoke_run.run_dir / checkpoint.CHECKPOINT).read_bytes()
+    n = len(whole)
+    lengths = sorted({0, 1, 100, 5000, n // 2, n - 22, n - 1})  # n - 22: inside the zip's end-of-directory record
+    contents = {f"{k} bytes": whole[:k] for k in lengths}
+    other = tmp_path / "other.pt"
+    torch.save({"step": 3, "weights": torch.zeros(2)}, other)
+    contents["another torch file"] = other.read_bytes()
+    for name, content in contents.items():
+        run_dir = tmp_path / name.replace(" ", "_")
+        path = run_dir / checkpoint.CHECKPOINT
+        run_dir.mkdir()
+        path.write_bytes(content)
+        for call in (checkpoint.checkpoint_step, functools.partial(training.train, smoke_cfg, progress=False)):
+            with pytest.raises(checkpoint.CheckpointError) as info:
+                call(run_dir)
+            assert str(path) in str(info.value), name
+            assert path.read_bytes() == content, name
 
 
 def test_resume_after_kill_gives_identical_weights(smoke_run, smoke_cfg, tmp_path):
@@ -252,9 +279,35 @@ def test_condition_noise_can_lie_in_the_spectral_truncation():
     torch.testing.assert_close(noisy[:, 3:], condition[:, 3:])
 
 
-def test_training_with_condition_noise_runs(smoke_store, smoke_cfg, tmp_path):
+def _first_step_loss(cfg, condition_noise: float) -> float:
+    """The loss of training step 1 recomputed from its parts: the initial model, the step's batch and noise
+    stream (as ``druids.training.batches`` defines them), the condition noise of ``condition_noise``."""
+    ds, stats = open_dataset(cfg, progress=False)
+    train_set = ForecastDataset(ds, stats, "train", cfg.dataset)
+    condition, target = collate(train_set, batches.batch_indices(cfg.seed, 0, cfg.training.batch_size, len(train_set)), "cpu")
+    generator = torch.Generator().manual_seed(batches.stream_seed(cfg.seed, batches.NOISE, 0, 0))
+    if condition_noise > 0:
+        ratio = torch.as_tensor(train_set.residual_to_state)
+        condition, target = batches.perturb_condition(
+            condition, target, ratio, condition_noise, generator, train_set.latitude, cfg.dataset.spectral_truncation
+        )
+    loss = build_loss(cfg.model, stats.latitude, len(stats.channel_names))
+    with torch.no_grad():
+        return loss(training.build_model(cfg, stats).train(), target, condition, generator).item()
+
+
+def test_training_with_condition_noise_runs(smoke_run, smoke_cfg, tmp_path):
+    """The condition noise reaches training: with 0.3 (here) and 1.0 (the smoke run) residual stds, the same seed
+    gives other losses at every step, and the logged first-step loss is the loss of the batch perturbed by that
+    amount, not of the clean batch."""
+    assert smoke_cfg.training.condition_noise == 1.0 and smoke_cfg.training.micro_batch is None
     cfg = dataclasses.replace(smoke_cfg, training=dataclasses.replace(smoke_cfg.training, condition_noise=0.3))
     result = training.train(cfg, tmp_path, progress=False, stop_after=3)
     assert result.step == 3
-    losses = training.read_metrics(tmp_path).query("kind == 'train'")["loss"]
-    assert np.isfinite(losses).all() and len(losses) == 3
+    losses = training.read_metrics(tmp_path).query("kind == 'train'")["loss"].to_numpy()
+    reference = training.read_metrics(smoke_run.run_dir).query("kind == 'train'")["loss"].to_numpy()[:3]
+    assert len(losses) == 3 and np.isfinite(losses).all() and (losses != reference).all()
+    assert losses[0] == pytest.approx(_first_step_loss(cfg, 0.3), rel=1e-6)
+    assert reference[0] == pytest.approx(_first_step_loss(smoke_cfg, 1.0), rel=1e-6)
+    clean = _first_step_loss(smoke_cfg, 0.0)
+    assert clean != pytest.approx(losses[0], rel=1e-3) and clean != pytest.approx(reference[0], rel=1e-3)

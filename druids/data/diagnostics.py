@@ -8,11 +8,13 @@ Inputs are xarray objects with dims ``latitude`` (degrees, ascending) and
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from druids.sphere import area_weights
 
 SPATIAL = ("latitude", "longitude")
+HEMISPHERES = ("north", "south")
 
 
 def field_stack(ds: xr.Dataset, fields) -> xr.DataArray:
@@ -47,6 +49,33 @@ def jet_peak(zonal_mean_u: xr.DataArray, hemisphere: str) -> tuple[float, float]
         return float(val[j]), float(lat[j])
     lat_peak = -b / (2 * a)
     return float(np.polyval([a, b, c], lat_peak)), float(lat_peak)
+
+
+def jet_peaks(zonal_mean_u: xr.DataArray) -> dict[str, tuple[float, float]]:
+    """:func:`jet_peak` of both hemispheres: ``{"north": (speed, latitude), "south": ...}`` (m/s, degrees)."""
+    return {hemisphere: jet_peak(zonal_mean_u, hemisphere) for hemisphere in HEMISPHERES}
+
+
+def compare_jets(model_u: xr.DataArray, world_u: xr.DataArray) -> pd.DataFrame:
+    """The westerly jets of a model's and the world's zonal-mean u (dim ``latitude``, m/s), per hemisphere.
+
+    Returns a table indexed by hemisphere with columns ``model_speed``,
+    ``model_latitude``, ``world_speed``, ``world_latitude`` (m/s, degrees) and
+    ``relative_speed_difference`` = |model speed - world speed| / world speed;
+    its mean over the hemispheres summarises how far the model's jets are off.
+    """
+    model, world = jet_peaks(model_u), jet_peaks(world_u)
+    rows = {
+        h: {
+            "model_speed": model[h][0],
+            "model_latitude": model[h][1],
+            "world_speed": world[h][0],
+            "world_latitude": world[h][1],
+            "relative_speed_difference": abs(model[h][0] - world[h][0]) / world[h][0],
+        }
+        for h in HEMISPHERES
+    }
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("hemisphere")
 
 
 def held_suarez_equilibrium_temperature(latitude, sigma, p0_hpa: float = 1000.0) -> xr.DataArray:
@@ -91,6 +120,25 @@ def kinetic_energy_spectrum(u: xr.DataArray, v: xr.DataArray) -> xr.DataArray:
     coords["zonal_wavenumber"] = np.arange(energy.shape[u.get_axis_num("longitude")])
     spectrum = xr.DataArray(energy, dims=dims, coords=coords)
     return spectrum.weighted(area_weights(u.latitude)).mean("latitude").assign_attrs(units="m2 s-2")
+
+
+def level_kinetic_energy_spectrum(ds: xr.Dataset, level: float, max_wavenumber: int | None = None) -> xr.DataArray:
+    """:func:`kinetic_energy_spectrum` of ``ds``'s winds at ``level`` (hPa), zonal wavenumbers 0 .. ``max_wavenumber``.
+
+    A spectral model truncated at total wavenumber T has no energy beyond zonal
+    wavenumber T, so ``max_wavenumber`` = T drops the empty tail (None keeps all).
+    """
+    spectrum = kinetic_energy_spectrum(ds.u_component_of_wind.sel(level=level), ds.v_component_of_wind.sel(level=level))
+    return spectrum.sel(zonal_wavenumber=slice(0, max_wavenumber))
+
+
+def energy_from_wavenumber(spectrum: xr.DataArray, min_wavenumber: int) -> xr.DataArray:
+    """Energy summed over zonal wavenumbers >= ``min_wavenumber`` (the spectrum's units), other dims kept.
+
+    With ``min_wavenumber`` about 8 on the globe this is the energy of synoptic
+    and smaller scales, which a sampler that blurs loses and one that adds noise gains.
+    """
+    return spectrum.sel(zonal_wavenumber=slice(min_wavenumber, None)).sum("zonal_wavenumber")
 
 
 def ensemble_spread(ensemble: xr.DataArray) -> xr.DataArray:

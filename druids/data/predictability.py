@@ -10,8 +10,8 @@ import dataclasses
 
 import numpy as np
 import xarray as xr
-from tqdm.auto import tqdm
 
+from druids import runtime
 from druids.cache import compute_or_load
 from druids.config import OracleConfig, WorldConfig
 from druids.data import diagnostics, heldsuarez
@@ -51,7 +51,7 @@ def predictability(world: WorldConfig, oracle: OracleConfig, seed: int, progress
         n_steps = int(round(oracle.lead_days * 24 / world.output_hours))
         indices = init_indices(ds.sizes["time"], n_steps, oracle.n_init)
         curves = []
-        for i in tqdm(indices, desc="oracle + perturbed-IC ensembles", unit="init", disable=not progress):
+        for i in runtime.progress(indices, desc="oracle + perturbed-IC ensembles", unit="init", disable=not progress):
             ens = heldsuarez.oracle_ensemble(world, int(i), oracle.n_members, n_steps, seed, oracle.member_batch)
             pert = heldsuarez.perturbed_ic_ensemble(
                 world, int(i), oracle.n_perturbed_members, n_steps, seed, oracle.ic_perturbation_kelvin,

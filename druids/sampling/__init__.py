@@ -3,7 +3,16 @@ rollouts (:mod:`.rollout`), ensemble forecasts to xarray/zarr (:mod:`.ensembles`
 free-running climate runs (:mod:`.climate`). This face re-exports what callers use.
 """
 
-from druids.sampling.climate import departed, rollout_climate
+from druids.sampling.climate import (
+    climate_churns,
+    climate_runs,
+    climate_sampling,
+    climate_steps,
+    departed,
+    rollout_climate,
+    stable_days,
+    stable_days_table,
+)
 from druids.sampling.ensembles import forecast, sampler_cost
 from druids.sampling.noise import NOISE_STREAMS, MemberNoise, init_key, member_generator
 from druids.sampling.rollout import MASS_VARIABLE, hold_global_mean, initial_states
@@ -33,6 +42,10 @@ __all__ = [
     "Churn",
     "MemberNoise",
     "check_sampler",
+    "climate_churns",
+    "climate_runs",
+    "climate_sampling",
+    "climate_steps",
     "departed",
     "flow_times",
     "forecast",
@@ -49,5 +62,7 @@ __all__ = [
     "sample_flow_heun",
     "sample_flow_sde",
     "sampler_cost",
+    "stable_days",
+    "stable_days_table",
     "velocity_from_denoise",
 ]

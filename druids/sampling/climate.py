@@ -3,21 +3,36 @@
 :func:`rollout_climate` keeps only zonal means and global-mean series, so
 memory holds one state per member however long the run. A trajectory stops on
 its own when it leaves the world's range (:func:`departed`); the others go on.
+:func:`climate_runs` runs the sampling study's free runs, once per churn, and
+:func:`stable_days_table` tabulates how long each member lasted.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
+import pandas as pd
 import torch
 import xarray as xr
-from tqdm.auto import tqdm
 
-from druids.config import DatasetConfig, SamplingConfig
-from druids.data.channels import SPATIAL_DIMS, from_channels, static_features, to_channels
+from druids import runtime
+from druids.config import DatasetConfig, SamplingConfig, SamplingStudyConfig
+from druids.data.channels import (
+    SPATIAL_DIMS,
+    from_channels,
+    static_features,
+    to_channels,
+)
 from druids.data.normalisation import NormStats
-from druids.sampling.rollout import advance, member_batches, MemberBatch, sample_residual, init_times_of
+from druids.sampling.rollout import (
+    MemberBatch,
+    advance,
+    init_times_of,
+    member_batches,
+    sample_residual,
+)
 from druids.sampling.samplers import check_sampler
 from druids.sphere import area_weights
 
@@ -121,7 +136,7 @@ def rollout_climate(
     static = torch.from_numpy(static_features(initial_conditions["latitude"], initial_conditions["longitude"]).values)
     record = _ClimateRecord(len(init_times), n_members, n_steps, stats)
     nfe, start = 0, time.perf_counter()
-    bar = tqdm(total=len(init_times) * n_steps, desc="climate rollouts", unit="step", disable=not progress)
+    bar = runtime.progress(total=len(init_times) * n_steps, desc="climate rollouts", unit="step", disable=not progress)
     for i, init_time in enumerate(init_times):
         batches = member_batches(
             denoiser, stats, initial_conditions, init_times[i : i + 1], list(range(n_members)), sampling_cfg,
@@ -159,3 +174,68 @@ def _climate_dataset(record: _ClimateRecord, template, init_times, n_members: in
     out["global_rms"] = xr.DataArray(record.global_rms, dims=dims, coords=coords)
     out["stable_steps"] = xr.DataArray(record.stable_steps, dims=dims[:2], coords={k: coords[k] for k in dims[:2]})
     return out
+
+
+def climate_churns(study: SamplingStudyConfig) -> list[float]:
+    """The churns of the study's free runs: ``climate_churn``, then ``climate_compare_churn`` unless it is None."""
+    return [c for c in (study.climate_churn, study.climate_compare_churn) if c is not None]
+
+
+def climate_sampling(sampling_cfg: SamplingConfig, study: SamplingStudyConfig, churn: float) -> SamplingConfig:
+    """``sampling_cfg`` with the study's free-run sampler, noise levels and ``churn``, all members in one batch."""
+    return dataclasses.replace(
+        sampling_cfg,
+        sampler=study.climate_sampler,
+        n_levels=study.climate_n_levels,
+        s_churn=churn,
+        member_batch=study.climate_members,
+    )
+
+
+def climate_steps(days: float, step: np.timedelta64) -> int:
+    """The number of steps of length ``step`` in ``days`` days, rounded."""
+    return int(round(days / (step / np.timedelta64(1, "D"))))
+
+
+def climate_runs(
+    denoiser,
+    stats: NormStats,
+    initial_conditions: xr.Dataset,
+    sampling_cfg: SamplingConfig,
+    study: SamplingStudyConfig,
+    dataset_cfg: DatasetConfig,
+    seed: int,
+    residual_bias: torch.Tensor | None = None,
+    progress: bool = True,
+) -> dict[float, xr.Dataset]:
+    """The study's free runs, ``{churn: rollout_climate(...)}`` for each of :func:`climate_churns`.
+
+    ``study.climate_members`` members run for ``study.climate_days`` days
+    (:func:`climate_steps` of ``stats.step``) from ``initial_conditions`` with
+    :func:`climate_sampling`; the same members and noise streams for every churn,
+    so the runs differ only in the churn. ``residual_bias`` as in :func:`rollout_climate`.
+    """
+    n_steps = climate_steps(study.climate_days, stats.step)
+    return {
+        churn: rollout_climate(
+            denoiser, stats, initial_conditions, n_steps, climate_sampling(sampling_cfg, study, churn), dataset_cfg,
+            seed, study.climate_members, progress=progress, residual_bias=residual_bias,
+        )
+        for churn in climate_churns(study)
+    }  # fmt: skip
+
+
+def stable_days(rollout: xr.Dataset) -> xr.DataArray:
+    """Days each trajectory of a :func:`rollout_climate` result stayed stable, dims (init_time, member)."""
+    last_stable_lead = rollout.lead_time.isel(lead_time=rollout.stable_steps).drop_vars("lead_time")
+    return (last_stable_lead / np.timedelta64(1, "D")).rename("stable_days")
+
+
+def stable_days_table(rollouts: dict[float, xr.Dataset]) -> pd.DataFrame:
+    """Stable days (:func:`stable_days`) per trajectory, one column ``churn <c>`` per run of :func:`climate_runs`.
+
+    Rows: (init_time, member); a last row ``minutes`` holds each run's wall time.
+    """
+    table = pd.DataFrame({f"churn {churn:g}": stable_days(run).to_series() for churn, run in rollouts.items()})
+    table.loc[("minutes", ""), :] = [run.attrs["seconds"] / 60 for run in rollouts.values()]
+    return table

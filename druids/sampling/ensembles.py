@@ -19,7 +19,6 @@ import torch
 import torch.distributed as dist
 import xarray as xr
 import zarr
-from tqdm.auto import tqdm
 
 from druids import runtime
 from druids.cache import atomic_write
@@ -125,7 +124,7 @@ def forecast(
         ic_perturbation, residual_bias,
     )
     device = next(denoiser.parameters()).device
-    bar = tqdm(total=n_steps + 1, desc="forecast", unit="lead", disable=not progress or rank > 0)
+    bar = runtime.progress(total=n_steps + 1, desc="forecast", unit="lead", disable=not progress or rank > 0)
     attrs = {"kind": "model ensemble", "sampling_config": json.dumps(to_dict(sampling_cfg), sort_keys=True),
              "seed": seed, "ic_perturbation": float(ic_perturbation or 0.0)}  # fmt: skip
 

@@ -35,7 +35,6 @@ import torch.distributed as torch_dist
 import xarray as xr
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from druids import runtime
 from druids.cache import write_json
@@ -196,7 +195,8 @@ def _optimise(cfg: Config, state: _State, ds, stats, run_dir: Path, last: int, p
     if process.world_size > 1:
         loss_module = DistributedDataParallel(loss_module, device_ids=[device.index] if device.type == "cuda" else None)
     state.model.train()
-    bar = tqdm(total=tc.n_steps, initial=state.step, disable=not (progress and lead), desc=f"train {cfg.model.objective}", unit="step")
+    desc, show = f"train {cfg.model.objective}", progress and lead
+    bar = runtime.progress(total=tc.n_steps, initial=state.step, disable=not show, desc=desc, unit="step")
     while state.step < last:
         tick = time.perf_counter()
         state.optimizer.zero_grad(set_to_none=True)
@@ -325,7 +325,7 @@ def _run_processes(cfg: Config, run_dir: Path, processes: int, validators, progr
         _process_worker, args=(processes, port, threads, cfg, run_dir, list(validators)), nprocs=processes, join=False
     )
     desc = f"train {cfg.model.objective} ({processes} processes)"
-    with tqdm(total=cfg.training.n_steps, disable=not progress, desc=desc, unit="step") as bar:
+    with runtime.progress(total=cfg.training.n_steps, disable=not progress, desc=desc, unit="step") as bar:
         while not workers.join(timeout=2):
             bar.update(max(0, logged_step(run_dir) - bar.n))
         bar.update(max(0, logged_step(run_dir) - bar.n))

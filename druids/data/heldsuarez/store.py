@@ -20,10 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 import xarray as xr
 import zarr
-from tqdm.auto import tqdm
 
 import druids
-from druids import paths
+from druids import paths, runtime
 from druids.cache import compute_or_load
 from druids.config import ClimateConfig, WorldConfig, config_hash, to_dict
 from druids.data.heldsuarez.simulator import HeldSuarezWorld, get_world
@@ -97,7 +96,7 @@ def _spin_up(world: HeldSuarezWorld, progress: bool):
     n_chunks = -(-int(round(cfg.spinup_days * 24 / cfg.output_hours)) // cfg.chunk_times)
     key = world.noise_key(cfg.seed, "spinup")
     state = world.initial_state(cfg.seed)
-    for chunk in tqdm(range(n_chunks), desc="spin-up", unit="chunk", disable=not progress):
+    for chunk in runtime.progress(range(n_chunks), desc="spin-up", unit="chunk", disable=not progress):
         state, _ = world.run(state, key, chunk * cfg.chunk_times * cfg.steps_per_output, cfg.chunk_times)
     return state
 
@@ -126,7 +125,7 @@ def generate(cfg: WorldConfig, path: Path | None = None, progress: bool = True) 
         state = world.state_from_modal(last.load())
     key = world.noise_key(cfg.seed, "dataset")
     root = zarr.open_group(partial, mode="r+")
-    bar = tqdm(total=n_chunks, initial=done, desc="Held–Suarez world", unit="chunk", disable=not progress)
+    bar = runtime.progress(total=n_chunks, initial=done, desc="Held–Suarez world", unit="chunk", disable=not progress)
     for chunk in range(done, n_chunks):
         first_output = chunk * cfg.chunk_times
         state, trajectory = world.run(state, key, first_output * cfg.steps_per_output, cfg.chunk_times)
@@ -169,7 +168,7 @@ def simulate(cfg: WorldConfig, n_days: float, keep_every: int = 4, progress: boo
     key = world.noise_key(cfg.seed, "dataset")
     state = world.initial_state(cfg.seed)
     pieces = []
-    for chunk in tqdm(range(n_chunks), desc="simulate", unit="chunk", disable=not progress):
+    for chunk in runtime.progress(range(n_chunks), desc="simulate", unit="chunk", disable=not progress):
         first_output = chunk * cfg.chunk_times
         state, trajectory = world.run(state, key, first_output * cfg.steps_per_output, cfg.chunk_times)
         kept = jax.tree.map(lambda x: x[keep_every - 1 :: keep_every], trajectory)

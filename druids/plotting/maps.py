@@ -1,30 +1,22 @@
-"""One figure style for the compendium: maps, spectra, and registered, atomic figure saving.
+"""Maps on the sphere: cartopy axes, fields with a cyclic point, coastlines drawn offline.
 
-Every figure is saved with :func:`savefig` under a name listed in the figure
-manifest ``paper/figures.toml`` (figure -> chapter, caption). Maps never
-download anything: coastlines come from the ``global_land_mask`` package and
-cartopy's downloaders are replaced, on import, by ones that raise.
+Maps never download anything: coastlines come from the ``global_land_mask``
+package and cartopy's downloaders are replaced, on import, by ones that raise.
 """
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
-from pathlib import Path
 
 import cartopy
 import cartopy.crs as ccrs
 import matplotlib.pyplot as plt
 import numpy as np
-import seaborn as sns
 import xarray as xr
 from cartopy.io import Downloader
 from cartopy.util import add_cyclic_point
 
-from druids import paths
-from druids.cache import atomic_write, compute_or_load
-
-DPI = 150
+from druids.cache import compute_or_load
 
 
 class _NoDownload(Downloader):
@@ -41,48 +33,6 @@ cartopy.config["downloaders"] = {
     key: _NoDownload(d.url_template, d.target_path_template, d.pre_downloaded_path_template)
     for key, d in cartopy.config["downloaders"].items()
 }
-
-
-def set_style() -> None:
-    """Apply the compendium's matplotlib style (seaborn "ticks", colour-blind palette, readable sizes)."""
-    sns.set_theme(
-        context="notebook",
-        style="ticks",
-        palette="colorblind",
-        font_scale=0.9,
-        rc={"figure.constrained_layout.use": True, "savefig.dpi": DPI, "image.cmap": "viridis"},
-    )
-
-
-def manifest_path() -> Path:
-    """The committed figure manifest, ``paper/figures.toml``."""
-    return paths.PAPER / "figures.toml"
-
-
-def load_manifest() -> dict[str, dict]:
-    """Figure name -> ``{"chapter": ..., "caption": ...}`` from the manifest."""
-    with open(manifest_path(), "rb") as f:
-        figures = tomllib.load(f)["figures"]
-    for name, entry in figures.items():
-        missing = {"chapter", "caption"} - set(entry)
-        if missing:
-            raise ValueError(f"Figure {name!r} in {manifest_path()} lacks {sorted(missing)}")
-    return figures
-
-
-def savefig(fig, name: str) -> list[Path]:
-    """Save ``fig`` as ``<FIGURES>/<name>.png`` and ``.pdf``, atomically; ``name`` must be in the manifest."""
-    if name not in load_manifest():
-        raise ValueError(
-            f"Figure {name!r} is not listed in {manifest_path()}; add a table "
-            f'[figures.{name}] with chapter = "..." and caption = "..." before saving it.'
-        )
-    saved = []
-    for fmt in ("png", "pdf"):
-        metadata = {"CreationDate": None} if fmt == "pdf" else {}  # byte-stable PDFs
-        path = paths.FIGURES / f"{name}.{fmt}"
-        saved.append(atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=DPI, metadata=metadata)))
-    return saved
 
 
 def map_axes(fig, *pos, projection: ccrs.Projection | None = None):
@@ -169,15 +119,3 @@ def _land_fraction(cfg: LandFractionConfig, n_lat: int, n_lon: int) -> np.ndarra
     lon = -180 + step * (np.arange(n_lon * cfg.samples) + 0.5)
     land = globe.is_land(lat[:, None], lon[None, :])
     return land.reshape(n_lat, cfg.samples, n_lon, cfg.samples).mean(axis=(1, 3)).astype(np.float32)
-
-
-def plot_spectrum(da: xr.DataArray, ax=None, **kwargs):
-    """Log-log line of a 1-D spectrum against its coordinate (e.g. zonal wavenumber); zero wavenumber skipped."""
-    if ax is None:
-        ax = plt.figure().add_subplot()
-    (dim,) = da.dims
-    da = da.where(da[dim] > 0, drop=True)
-    ax.loglog(da[dim].values, da.values, **kwargs)
-    ax.set_xlabel(da[dim].attrs.get("long_name", dim))
-    ax.set_ylabel(f"{da.attrs.get('long_name', da.name)} [{da.attrs.get('units', '-')}]")
-    return ax

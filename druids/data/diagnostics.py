@@ -1,6 +1,6 @@
 """Climate and predictability diagnostics of gridded states (Held–Suarez world or ERA5).
 
-All global means are area-weighted by cos(latitude) (``dataset.area_weights``).
+All global means are area-weighted by cos(latitude) (``druids.sphere.area_weights``).
 Inputs are xarray objects with dims ``latitude`` (degrees, ascending) and
 ``longitude`` (degrees) and, where named, ``time``, ``member``, ``lead_time``.
 """

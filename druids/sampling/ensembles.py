@@ -82,7 +82,7 @@ def forecast(
 ) -> xr.Dataset:
     """Autoregressive ensemble forecast of ``n_steps`` steps from each initial time.
 
-    ``initial_conditions``: states in the input schema of ``druids.data.dataset``
+    ``initial_conditions``: states in the input schema of ``druids.data.channels``
     (dim ``time``); every time whose ``dataset_cfg.history - 1`` previous states
     are also present is an initial time. Each step samples the next normalised
     residual given the condition built from the previous *sampled* states (as

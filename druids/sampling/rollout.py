@@ -209,7 +209,7 @@ def rollout(
 def hold_global_mean(state: xr.Dataset, reference: xr.Dataset, name: str) -> xr.Dataset:
     """``state`` with ``state[name]`` shifted by one constant per field so its global mean is ``reference``'s.
 
-    Global mean: area-weighted (:func:`~druids.data.dataset.area_weights`) over
+    Global mean: area-weighted (:func:`druids.sphere.area_weights`) over
     latitude and longitude. ``reference[name]``'s other dims must match
     ``state[name]``'s in order and broadcast against them (positional, because a
     forecast step advances the ``time`` coordinate). Only the global mean

@@ -4,13 +4,18 @@ On synthetic states of the Held–Suarez world's shape (u, v, T on 8 levels and
 surface pressure: 25 channels on the 32 x 64 Gaussian grid) and an untrained
 ``default``-profile EDM denoiser (the cost does not depend on the weights),
 measures in one run, on the CPU and, when ``torch.cuda.is_available()``, on the GPU:
+- the CPU's peak in the same run (``bench/peak.py``) and each result's achieved
+  network GFLOP/s as a fraction of the convolution forward peak;
 - member-steps/s of ``druids.sampling.ensembles`` with GenCast's sampler
   (``SamplingConfig()``: DPM-Solver++(2S), 20 noise levels, 39 NFE per 6-hour
   step; the ``default`` profile's chapters use 10 levels), all members in
-  one batch (``member_batch = members``) vs one member at a time (``member_batch = 1``);
+  one batch (``member_batch = members``) for the variants of ``SamplingConfig``
+  (eager fp32: the baseline; ``bf16``; ``channels_last``; both), and eager
+  fp32 one member at a time (``member_batch = 1``);
 - denoiser evaluations/s inside those forecasts (one evaluation = one sample
-  through the network: NFE x member-steps / s), and of the bare network
-  (forward passes only, same batch sizes), which shows the forecast's overhead.
+  through the network: NFE x member-steps / s), and, for the baseline, of the
+  bare network (forward passes only, same batch size), which shows the
+  forecast's overhead.
 Each forecast is warmed up by one untimed step. Results go to ``bench/sampling.json``.
 
 Usage: ``python bench/sampling.py [--members 16] [--steps 2] [--gpu-members 64]``
@@ -30,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import xarray as xr
+from peak import cpu_peak
 
 from druids import sampling
 from druids.config import SamplingConfig, get_config
@@ -81,6 +87,20 @@ def forward_rate(denoiser, n_channels: int, n_condition: int, batch: int, device
     return calls * batch / (time.perf_counter() - start)
 
 
+#: Variants of ``SamplingConfig`` measured batched: (name, bf16, channels_last)
+VARIANTS = [("eager fp32", False, False), ("bf16", True, False), ("channels-last", False, True), ("bf16 + channels-last", True, True)]
+
+
+def forward_flops(denoiser, n_channels: int) -> float:
+    """FLOPs of one network evaluation (one sample), counted with ``FlopCounterMode``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    y, c = torch.randn(1, n_channels, *GRID), torch.randn(1, n_channels + 4, *GRID)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        denoiser.denoise(y, c, torch.ones(1))
+    return float(counter.get_total_flops())
+
+
 def measure(device: torch.device, members: int, steps: int) -> list[dict]:
     cfg = get_config("default")
     states = synthetic_states()
@@ -88,22 +108,24 @@ def measure(device: torch.device, members: int, steps: int) -> list[dict]:
     n_channels = len(stats.channel_names)
     torch.manual_seed(0)
     denoiser = build_denoiser(cfg.model, n_channels, n_channels + 4).to(device).eval()
+    flops = forward_flops(denoiser.cpu(), n_channels)
+    denoiser.to(device)
     initial = states.isel(time=[-1])
+    runs = [(name, bf16, channels_last, members) for name, bf16, channels_last in VARIANTS]
+    runs.append(("eager fp32, one at a time", False, False, 1))
     rows = []
-    for mode, batch in (("batched", members), ("one at a time", 1)):
-        sampling_cfg = dataclasses.replace(GENCAST_SAMPLER, member_batch=batch)
+    for name, bf16, channels_last, batch in runs:
+        sampling_cfg = dataclasses.replace(GENCAST_SAMPLER, member_batch=batch, bf16=bf16, channels_last=channels_last)
         cost = sampling.sampler_cost(denoiser, stats, initial, sampling_cfg, cfg.dataset, members, steps)
-        calls = max(4, 4 * members // batch) if device.type == "cuda" else max(2, members // batch)
-        rows.append(
-            {
-                "device": device.type,
-                "mode": mode,
-                "members": members,
-                **cost,
-                "forward_only_evaluations_per_s": forward_rate(denoiser, n_channels, n_channels + 4, batch, device, calls),
-            }
-        )
-        print(json.dumps(rows[-1]), flush=True)
+        row = {"device": device.type, "variant": name, "bf16": bf16, "channels_last": channels_last, "members": members, **cost,
+               "achieved_gflops": flops * cost["evaluations_per_s"] / 1e9}  # fmt: skip
+        if name == "eager fp32":
+            calls = max(4, 4 * members // batch) if device.type == "cuda" else max(2, members // batch)
+            row["forward_only_evaluations_per_s"] = forward_rate(denoiser, n_channels, n_channels + 4, batch, device, calls)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    for row in rows:
+        row["speed_up_vs_eager_batched"] = row["member_steps_per_s"] / rows[0]["member_steps_per_s"]
     return rows
 
 
@@ -113,7 +135,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2, help="timed 6-hour steps per forecast")
     parser.add_argument("--gpu-members", type=int, default=64, help="ensemble size on the GPU")
     args = parser.parse_args()
+    peak = cpu_peak(os.cpu_count() or 1)
+    print(json.dumps(peak), flush=True)
     results = measure(torch.device("cpu"), args.members, args.steps)
+    for row in results:
+        row["fraction_of_conv_forward_peak"] = row["achieved_gflops"] / peak[f"conv_forward_{'bf16' if row['bf16'] else 'fp32'}_gflops"]
     if torch.cuda.is_available():
         results += measure(torch.device("cuda"), args.gpu_members, args.steps)
     cpu = f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
@@ -123,16 +149,14 @@ def main() -> None:
         "torch": torch.__version__,
         "command": f"python bench/sampling.py --members {args.members} --steps {args.steps} --gpu-members {args.gpu_members}",
         "sampler": {k: v for k, v in dataclasses.asdict(GENCAST_SAMPLER).items() if k in ("sampler", "n_levels", "s_churn")},
+        "cpu_peak": peak,
         "results": results,
     }
     Path(__file__).with_name("sampling.json").write_text(json.dumps(out, indent=2) + "\n")
-    print("\nmember-steps/s and denoiser evaluations/s (default-size model, DPM-Solver++(2S), 20 levels, 39 NFE/step)")
+    print("\nmember-steps/s (default-size model, DPM-Solver++(2S), 20 levels, 39 NFE/step)")
     for row in results:
-        print(
-            f"{row['device']:>4} {row['mode']:>14} ({row['members']} members): {row['member_steps_per_s']:8.2f} member-steps/s, "
-            f"{row['evaluations_per_s']:9.1f} evaluations/s in forecast, {row['forward_only_evaluations_per_s']:9.1f} forward-only"
-        )
-
+        print(f"{row['device']:>4} {row['variant']:>26} ({row['members']} members): {row['member_steps_per_s']:8.2f} member-steps/s "
+              f"({row['speed_up_vs_eager_batched']:.2f}x), {row['achieved_gflops']:6.1f} GFLOP/s")  # fmt: skip
 
 if __name__ == "__main__":
     main()

@@ -101,7 +101,7 @@ class DatasetConfig:
 
     ``spectral_truncation``: the total wavenumber of the spectral model that
     made the data (21: the Held–Suarez world, ``WorldConfig.truncation``), whose
-    states hold nothing beyond it (``druids.data.spectral``). The diffusion
+    states hold nothing beyond it (``druids.sphere``). The diffusion
     noise is then isotropic white noise in that space (``sphere_noise``), the
     training noise on the condition is projected onto it, and so is every
     sampled state, so that the model sees and makes only states the world can
@@ -168,8 +168,9 @@ class TrainingConfig:
     """Optimisation of the denoiser (``druids.training``).
 
     AdamW with linear warm-up then cosine decay to ``lr * final_lr_fraction``;
-    gradient-norm clipping; EMA of the weights (used for sampling). ``bf16`` and
-    ``compile`` take effect on CUDA only.
+    gradient-norm clipping; EMA of the weights (used for sampling). Speed only
+    (``bench/training.py``): ``bf16`` autocast where supported (``runtime.bf16_supported``),
+    ``compile`` (``torch.compile``; minutes of compilation per process), ``channels_last``.
 
     Defaults are the ``default`` profile's, except its step counts and
     micro-batches. ``flow_n_steps``: the flow objective's number of steps
@@ -210,6 +211,7 @@ class TrainingConfig:
     val_batches: int = 4
     bf16: bool = False
     compile: bool = False
+    channels_last: bool = False
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,8 @@ class SamplingConfig:
     Watt-Meyer et al. 2023, corrects global dry-air mass the same way). Without
     it the model's own mass budget drifts in long rollouts. No effect on
     variable sets without ``surface_pressure``.
+    Speed only (``bench/sampling.py``): ``bf16`` autocast of the network where
+    supported, ``channels_last`` (a copy of the model, ``sampling.rollout.for_sampling``).
     """
 
     sampler: str = "dpmpp_2s"
@@ -246,6 +250,8 @@ class SamplingConfig:
     member_batch: int = 16
     flow_diffusion: float = 1.0
     conserve_mass: bool = True
+    bf16: bool = False
+    channels_last: bool = False
 
 
 @dataclass(frozen=True)

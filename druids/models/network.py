@@ -121,7 +121,8 @@ class Norm(nn.Module):
         if not self.bias_free:
             return self.group_norm(h)
         b, ch = h.shape[:2]
-        mean_square = h.reshape(b, self.groups, -1).pow(2).mean(dim=2)  # (B, G)
+        # per channel, then per group: no reshape of h, so a channels-last h stays channels-last
+        mean_square = h.pow(2).mean(dim=(2, 3)).reshape(b, self.groups, -1).mean(dim=2)  # (B, G)
         factor = scale[:, None] / torch.sqrt(mean_square + NORM_EPS * scale[:, None] ** 2)
         factor = factor.repeat_interleave(ch // self.groups, dim=1) * self.weight  # (B, C)
         return h * factor[:, :, None, None]
@@ -195,6 +196,7 @@ class UNet(nn.Module):
         bias = not cfg.bias_free
         self.bias_free = cfg.bias_free
         self.in_channels, self.out_channels = in_channels, out_channels
+        self.memory_format = torch.contiguous_format  # see use_channels_last
         self.act = ACTIVATIONS[cfg.activation]
         self.downsampling = 2 ** (len(cfg.channel_mults) - 1)
         widths = [cfg.base_channels * m for m in cfg.channel_mults]
@@ -221,6 +223,16 @@ class UNet(nn.Module):
         self.output_norm = Norm(widths[0], cfg.bias_free)
         self.output = SphereConv(widths[0], out_channels, 3, bias=bias)
 
+    def use_channels_last(self, enable: bool = True) -> UNet:
+        """Run in the channels-last memory layout (weights and activations NHWC), or back in NCHW.
+
+        Same arithmetic, another layout: oneDNN's convolutions on the CPU are
+        several times faster on channels-last tensors (``bench/training.py``).
+        Returns ``self``.
+        """
+        self.memory_format = torch.channels_last if enable else torch.contiguous_format
+        return self.to(memory_format=self.memory_format)
+
     def forward(self, z: torch.Tensor, c_noise: torch.Tensor, return_features: bool = False):
         """``z`` (B, Cin, H, W), ``c_noise`` (B,) -> (B, Cout, H, W) [, dict of features]."""
         b, ch, height, width = z.shape
@@ -232,6 +244,7 @@ class UNet(nn.Module):
                 f"downsampling: latitudes must be a multiple of {self.downsampling} and longitudes of "
                 f"{2 * self.downsampling}; use fewer channel_mults."
             )
+        z = z.contiguous(memory_format=self.memory_format)
         scale = torch.sqrt(z.pow(2).mean(dim=(1, 2, 3)) + SCALE_EPS)
         emb = self.embedding(c_noise)
         features = {}

@@ -29,6 +29,7 @@ from druids.data.normalisation import NormStats
 from druids.sampling.rollout import (
     MemberBatch,
     advance,
+    for_sampling,
     init_times_of,
     member_batches,
     sample_residual,
@@ -134,6 +135,7 @@ def rollout_climate(
     check_sampler(sampling_cfg)
     init_times = init_times_of(initial_conditions["time"].values, stats.step, dataset_cfg.history)
     static = torch.from_numpy(static_features(initial_conditions["latitude"], initial_conditions["longitude"]).values)
+    denoiser = for_sampling(denoiser, sampling_cfg)
     record = _ClimateRecord(len(init_times), n_members, n_steps, stats)
     nfe, start = 0, time.perf_counter()
     bar = runtime.progress(total=len(init_times) * n_steps, desc="climate rollouts", unit="step", disable=not progress)

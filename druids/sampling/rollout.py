@@ -12,12 +12,14 @@ Used by :mod:`druids.sampling.ensembles` and :mod:`druids.sampling.climate`.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 import xarray as xr
 
+from druids import runtime
 from druids.config import DatasetConfig, SamplingConfig
 from druids.data.channels import static_features, to_channels
 from druids.data.normalisation import NormStats, denormalise_state, normalise_state, residual_to_state
@@ -133,6 +135,16 @@ def member_batches(
     return batches
 
 
+def for_sampling(denoiser, sampling_cfg: SamplingConfig):
+    """The denoiser as sampling runs it: itself, or with ``SamplingConfig.channels_last`` a copy in the
+    channels-last layout (same weights and arithmetic), so that the caller's model keeps its own layout."""
+    if not sampling_cfg.channels_last:
+        return denoiser
+    fast = copy.deepcopy(denoiser)
+    fast.net.use_channels_last()
+    return fast
+
+
 def sample_residual(
     denoiser, batch: MemberBatch, static: torch.Tensor, stats: NormStats, sampling_cfg: SamplingConfig,
     residual_bias: torch.Tensor | None,
@@ -140,11 +152,15 @@ def sample_residual(
     """The batch's next normalised residuals ``(member, time, C, H, W)`` on the CPU, and the NFE it took.
 
     ``residual_bias`` (see :func:`druids.training.tendency_bias`) is subtracted from every sample.
+    With ``SamplingConfig.bf16`` the network runs under bfloat16 autocast where
+    the device supports it (the samplers' arithmetic stays in the model's precision).
     """
     param = next(denoiser.parameters())
     c = _condition(batch.history, static, stats, stats.variables).to(param.device, param.dtype)
-    with torch.no_grad():
+    bf16 = sampling_cfg.bf16 and runtime.bf16_supported(param.device)
+    with torch.inference_mode(), torch.autocast(param.device.type, torch.bfloat16, enabled=bf16):
         residual, nfe = sample(denoiser, c, batch.noise, sampling_cfg)
+    residual = residual.to(param.dtype)
     if residual_bias is not None:
         residual = residual - residual_bias.to(residual.device, residual.dtype)
     n_times = batch.history[0].sizes["time"]
@@ -189,6 +205,7 @@ def rollout(
     """
     variables = tuple(dataset_cfg.variables)
     static = torch.from_numpy(static_features(initial_conditions["latitude"], initial_conditions["longitude"]).values)
+    denoiser = for_sampling(denoiser, sampling_cfg)
     batches = member_batches(
         denoiser, stats, initial_conditions, init_times, members, sampling_cfg, dataset_cfg, seed, ic_perturbation
     )

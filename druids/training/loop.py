@@ -4,9 +4,10 @@ A run (:mod:`druids.training.checkpoint`) trains from scratch or resumes from
 its checkpoint; what each step sees is fixed by :mod:`druids.training.batches`.
 Validation (every ``val_every`` steps, with the EMA weights) measures the
 denoising error on the validation split at fixed noise levels
-(:func:`~druids.training.diagnostics.validation_loss_by_sigma`). On CUDA,
-``TrainingConfig.bf16`` runs the loss under bfloat16 autocast and ``compile``
-compiles the network with ``torch.compile``; both are ignored on the CPU.
+(:func:`~druids.training.diagnostics.validation_loss_by_sigma`).
+``TrainingConfig.bf16`` runs the loss under bfloat16 autocast where the device
+supports it, ``compile`` compiles the network with ``torch.compile`` and
+``channels_last`` runs it in the NHWC layout.
 
 Under ``torchrun`` (``WORLD_SIZE > 1``, e.g. ``torchrun --nproc-per-node 2 -m
 druids train --profile P``) each process takes a contiguous block of
@@ -189,8 +190,8 @@ def _optimise(cfg: Config, state: _State, ds, stats, run_dir: Path, last: int, p
     train_set = ForecastDataset(ds, stats, "train", cfg.dataset)
     val_set = ForecastDataset(ds, stats, "val", cfg.dataset) if lead else None
     loss = build_loss(cfg.model, stats.latitude, len(stats.channel_names)).to(device)
-    if tc.compile and device.type == "cuda":
-        state.model.net.compile()
+    _speed_up(state, tc)
+    bf16 = tc.bf16 and runtime.bf16_supported(device)
     loss_module = LossModule(state.model, loss)
     if process.world_size > 1:
         loss_module = DistributedDataParallel(loss_module, device_ids=[device.index] if device.type == "cuda" else None)
@@ -200,7 +201,7 @@ def _optimise(cfg: Config, state: _State, ds, stats, run_dir: Path, last: int, p
     while state.step < last:
         tick = time.perf_counter()
         state.optimizer.zero_grad(set_to_none=True)
-        value = _accumulate_gradients(loss_module, train_set, cfg, state.step, device, process)
+        value = _accumulate_gradients(loss_module, train_set, cfg, state.step, device, process, bf16)
         grad_norm = nn.utils.clip_grad_norm_(state.model.parameters(), tc.grad_clip)
         lr = state.scheduler.get_last_lr()[0]
         state.optimizer.step()
@@ -223,8 +224,18 @@ def _optimise(cfg: Config, state: _State, ds, stats, run_dir: Path, last: int, p
         torch_dist.barrier()  # rank 0 has written its last checkpoint
 
 
-def _accumulate_gradients(loss_module, train_set: ForecastDataset, cfg: Config, step: int, device, process) -> float:
-    """Gradients of the global batch of ``step`` into ``.grad`` (averaged over processes); returns its mean loss."""
+def _speed_up(state: _State, tc) -> None:
+    """The layout and compilation of ``TrainingConfig`` (channels-last, ``torch.compile``) for model and EMA."""
+    for model in (state.model, state.ema):
+        model.net.use_channels_last(tc.channels_last)
+    if tc.compile:
+        state.model.net.compile()
+
+
+def _accumulate_gradients(loss_module, train_set, cfg: Config, step: int, device, process, bf16: bool) -> float:
+    """Gradients of the global batch of ``step`` into ``.grad`` (averaged over processes); returns its mean loss.
+
+    ``bf16``: the loss under bfloat16 autocast."""
     tc = cfg.training
     indices = batches.batch_indices(cfg.seed, step, tc.batch_size, len(train_set))
     mine = batches.micro_batches(tc, process.world_size, process.rank)
@@ -241,7 +252,7 @@ def _accumulate_gradients(loss_module, train_set: ForecastDataset, cfg: Config, 
         share = (hi - lo) / tc.batch_size
         sync = k == len(mine) - 1 or process.world_size == 1  # DDP all-reduces at the last micro-batch
         with nullcontext() if sync else loss_module.no_sync():
-            with torch.autocast(device.type, torch.bfloat16, enabled=tc.bf16 and device.type == "cuda"):
+            with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
                 loss = loss_module(target, condition, generator)
             (loss * share * process.world_size).backward()  # DDP divides the sum over processes by world_size
         total += loss.detach() * share

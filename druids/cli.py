@@ -1,9 +1,12 @@
-"""Command line: ``druids run [CHAPTER...] --profile P``, ``druids generate``, ``druids train``, ``druids chapters``.
+"""Command line: ``druids run [CHAPTER...] --profile P [--data STORE]``, ``druids generate``, ``druids train``, ``druids chapters``.
 
 Chapters are the py:percent notebooks ``notebooks/<stem>.py``. ``run`` converts
 each with jupytext and executes it with papermill (parameters ``profile`` and
-``seed`` injected); executed notebooks go to ``build/notebooks/``. A failing cell
-stops the run with the chapter and cell named.
+``seed`` injected, and ``data_source`` with ``--data``); executed notebooks go to
+``build/notebooks/``. A failing cell stops the run with the chapter and cell named.
+On a WeatherBench2 store (``--data``, or the ``era5`` profile) figures, values
+and executed notebooks go to ``build/<profile>-<store name>/`` instead, so the
+paper's own (Held–Suarez) ones are never overwritten.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 import typer
 
 from druids import paths
-from druids.config import PROFILES, Config, from_dict, get_config, objective_config
+from druids.config import PROFILES, Config, from_dict, get_config, objective_config, with_data
 
 app = typer.Typer(add_completion=False, help="DRUIDS compendium: run chapters, generate data.")
 
@@ -53,13 +56,41 @@ def _read_config(path: Path) -> Config:
         raise typer.BadParameter(f"{path} is not a Config as JSON ({type(err).__name__}: {err})", param_hint="--config") from None
 
 
-def execute_chapter(stem: str, profile: str, seed: int, output_dir: Path | None = None, stream: bool = False) -> Path:
+def _configure(profile: str, seed: int | None, data: str | None) -> Config:
+    """The profile's config on ``data`` (:func:`druids.config.with_data`); a usage error if they do not go together."""
+    try:
+        return with_data(get_config(_check_profile(profile), seed=seed), data)
+    except ValueError as err:
+        raise typer.BadParameter(str(err), param_hint="--data") from None
+
+
+def _store_outputs(cfg: Config) -> Path | None:
+    """For a store: ``build/<profile>-<store name>/``, where figures and values go (unless ``DRUIDS_FIGURES`` /
+    ``DRUIDS_VALUES`` say otherwise; the chapters' kernels inherit them) and its ``notebooks/``; None for the world."""
+    if cfg.dataset.source == "heldsuarez":
+        return None
+    root = paths.BUILD / f"{cfg.profile}-{Path(cfg.dataset.source.rstrip('/')).stem}"
+    os.environ.setdefault("DRUIDS_FIGURES", str(root / "figures"))
+    os.environ.setdefault("DRUIDS_VALUES", str(root / "values"))
+    return root / "notebooks"
+
+
+def execute_chapter(
+    stem: str, profile: str, seed: int, output_dir: Path | None = None, stream: bool = False, data: str | None = None
+) -> Path:
     """Execute one chapter with papermill; return the executed notebook's path.
 
     ``stream``: echo the cells' stdout/stderr (progress bars included) while they run.
+    ``data``: injected as the chapter's ``data_source`` (a store path or URL; None: the profile's data).
+    The kernel runs inside ``provenance.run_environment`` (profile and config hash for
+    the chapter's figures and values), and the executed notebook's metadata ``druids``
+    records the run (:func:`_record_run`).
     """
     import jupytext
     import papermill
+
+    from druids import provenance
+    from druids.config import config_hash
 
     output_dir = paths.BUILD / "notebooks" if output_dir is None else Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -68,22 +99,43 @@ def execute_chapter(stem: str, profile: str, seed: int, output_dir: Path | None 
     notebook = jupytext.read(paths.NOTEBOOKS / f"{stem}.py")
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     jupytext.write(notebook, source)
+    clock = time.perf_counter()
     try:
-        papermill.execute_notebook(
-            str(source),
-            str(executed),
-            parameters={"profile": profile, "seed": seed},
-            cwd=str(paths.NOTEBOOKS),
-            kernel_name="python3",
-            progress_bar=stream,
-            stdout_file=sys.stdout if stream else None,
-            stderr_file=sys.stderr if stream else None,
-        )
+        with provenance.run_environment(profile, config_hash(with_data(get_config(profile, seed=seed), data))):
+            papermill.execute_notebook(
+                str(source),
+                str(executed),
+                parameters={"profile": profile, "seed": seed, **({} if data is None else {"data_source": data})},
+                cwd=str(paths.NOTEBOOKS),
+                kernel_name="python3",
+                progress_bar=stream,
+                stdout_file=sys.stdout if stream else None,
+                stderr_file=sys.stderr if stream else None,
+            )
+            _record_run(executed, seed, time.perf_counter() - clock)
     except papermill.PapermillExecutionError as err:
         raise ChapterFailed(stem, err) from None
     finally:
         source.unlink(missing_ok=True)
     return executed
+
+
+def _record_run(executed: Path, seed: int, seconds: float) -> None:
+    """Add the run to the executed notebook's metadata ``druids``: profile, config hash, git
+    revision and dirty flag, package versions (:func:`druids.provenance.record`), seed,
+    wall time in seconds and the UTC time it finished. ``make book`` shows them."""
+    import datetime
+
+    import nbformat
+
+    from druids import provenance
+    from druids.cache import atomic_write
+
+    notebook = nbformat.read(executed, as_version=4)
+    finished = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    run = {"seed": seed, "wall_seconds": round(seconds, 1), "finished_utc": finished}
+    notebook.metadata["druids"] = {**provenance.record(), **run}
+    atomic_write(executed, lambda tmp: nbformat.write(notebook, str(tmp)))
 
 
 class ChapterFailed(RuntimeError):
@@ -99,21 +151,25 @@ def run(
     chapters: list[str] = typer.Argument(None, help="chapter stems such as 01_data; default: all"),
     profile: str = typer.Option("default", help=f"one of {', '.join(PROFILES)}"),
     seed: int = typer.Option(0, help="root seed"),
+    data: str = typer.Option(None, help="a WeatherBench2-layout zarr store (path or URL, e.g. gs://...; needs gcsfs) instead of the profile's data"),
 ) -> None:
-    """Execute chapters with papermill; figures go to paper/figures, values to paper/values.
+    """Execute chapters with papermill; figures go to paper/figures, values to paper/values
+    (on a store: to build/<profile>-<store name>/).
 
     The chapters' progress bars (training steps, forecast leads) print as plain
     text and stream to this terminal (``runtime.progress``).
     """
     from druids.runtime import PROGRESS_ENV
 
-    profile = _check_profile(profile)
+    output_dir = _store_outputs(_configure(profile, seed, data))
+    if output_dir is not None:
+        typer.echo(f"[druids] data: {data or get_config(profile).dataset.source}; outputs in {output_dir.parent}")
     os.environ[PROGRESS_ENV] = "text"  # the chapters' kernels inherit it
     for stem in _resolve(chapters or []):
         typer.echo(f"[druids] running chapter {stem} (profile {profile})")
         start = time.perf_counter()
         try:
-            out = execute_chapter(stem, profile, seed, stream=True)
+            out = execute_chapter(stem, profile, seed, output_dir=output_dir, stream=True, data=data)
         except ChapterFailed as err:
             typer.echo(f"[druids] {err}", err=True)
             raise typer.Exit(1) from None
@@ -143,13 +199,14 @@ def train(
     processes: int = typer.Option(0, help="local CPU training processes; 0: training.auto_processes"),
     run_dir: Path = typer.Option(None, help="run directory (default: <cache>/runs/<objective>-<hash>)"),
     config: Path = typer.Option(None, exists=True, dir_okay=False, help="JSON of a whole Config (druids.config.to_dict); replaces --profile and --seed"),
+    data: str = typer.Option(None, help="a WeatherBench2-layout zarr store (path or URL) instead of the profile's data"),
 ) -> None:
     """Train (or resume, or load if finished) the profile's denoiser; prints the run directory.
 
     Several processes on one or more machines: ``torchrun --nproc-per-node N -m druids train ...``.
     """
     if config is None:
-        cfg = get_config(_check_profile(profile), seed=seed)
+        cfg = _configure(profile, seed, data)
     else:
         cfg = _read_config(config)
     if objective not in ("edm", "flow"):

@@ -209,3 +209,40 @@ def noise(
         return draws.to(device or draw_device)
     latitude, truncation = band
     return sphere_noise(shape, generator, latitude, truncation, dtype, device)
+
+
+def harmonic_basis(latitude, truncation: int) -> tuple[np.ndarray, np.ndarray]:
+    """The associated Legendre functions of :func:`truncate`, by total wavenumber, and the quadrature weights.
+
+    Returns ``basis`` ``(truncation + 1, H, truncation + 1)`` and ``weights``
+    ``(H,)`` (Gaussian quadrature weights at ``latitude``, degrees, summing to
+    2). Column ``k`` of ``basis[m]`` is the normalised associated Legendre
+    function of zonal wavenumber ``m`` and total wavenumber ``n = m + k`` (up
+    to sign; columns with ``m + k > truncation`` are zero): Gram–Schmidt of
+    ``(1 - mu^2)^(m/2)`` times polynomials of rising degree gives the
+    ``P_n^m`` in order, and quadrature makes them orthonormal in
+    ``sum_j w_j f_j g_j``.
+    """
+    basis, weights = _bases(tuple(float(x) for x in np.asarray(latitude)), truncation)
+    return basis.copy(), weights.copy()
+
+
+def power_by_total_wavenumber(field, latitude, truncation: int) -> np.ndarray:
+    """Area-weighted mean square of ``field`` ``(..., latitude, longitude)`` per total wavenumber: ``(..., truncation + 1)``.
+
+    Spherical-harmonic analysis on the Gaussian grid (:func:`harmonic_basis`):
+    a Fourier transform in longitude, then quadrature against the ``P_n^m``.
+    For a field in the space of :func:`truncate` the entries sum to its mean
+    square under the quadrature weights (Parseval); what lies beyond
+    ``truncation`` is not counted. numpy or torch input, float64 result.
+    """
+    values = field.detach().cpu().double().numpy() if torch.is_tensor(field) else np.asarray(field, dtype=np.float64)
+    basis, weights = harmonic_basis(latitude, truncation)
+    n_lon = values.shape[-1]
+    fourier = np.fft.rfft(values, axis=-1)[..., : truncation + 1]  # (..., H, m)
+    coefficients = np.einsum("mhk,h,...hm->...mk", basis, weights, fourier)
+    power = np.abs(coefficients) ** 2 * np.where(np.arange(truncation + 1) == 0, 1.0, 2.0)[:, None]
+    total = np.zeros((*values.shape[:-2], truncation + 1))
+    for m in range(truncation + 1):
+        total[..., m:] += power[..., m, : truncation + 1 - m]
+    return total / (2.0 * n_lon**2)

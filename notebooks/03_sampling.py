@@ -15,6 +15,7 @@
 profile = "smoke"  # smoke | default | gpu
 seed = 0
 device = "auto"  # auto | cpu | cuda
+data_source = None  # None: the profile's data; or a WeatherBench2-layout zarr path/URL (druids run --data)
 
 # %% [markdown]
 # # Chapter 3 — Sampling: ensembles, oracles, spectra, climate and cost
@@ -25,7 +26,9 @@ device = "auto"  # auto | cpu | cuda
 # sampler noise per member. The Held–Suarez world lets us put every model
 # ensemble beside an oracle ensemble from the same initial state — samples of the
 # exact forecast distribution — and a free-running rollout beside the
-# simulator's own climate.
+# simulator's own climate. On a WeatherBench2 store (ERA5) the model ensembles, their
+# scores against the verifying analysis, spectra and costs run as here; the oracle and
+# the free-running climate against the world's are skipped, with a printed note.
 
 # %%
 import dataclasses
@@ -33,14 +36,16 @@ import time
 
 import numpy as np
 import pandas as pd
+from IPython.display import display
 
 from druids import calibration, plotting, runtime, sampling, training
-from druids.config import get_config, objective_config
+from druids.config import get_config, objective_config, with_data
 from druids.data import dataset, diagnostics, predictability, source, splits
 from druids.values import write_values
 
 plotting.set_style()
-cfg = get_config(profile, seed=seed)
+cfg = with_data(get_config(profile, seed=seed), data_source)
+HELD_SUAREZ = source.is_held_suarez(cfg)  # the oracle and the world's climate exist only for it
 study, levels = cfg.sampling_study, cfg.levels
 configs = {obj: objective_config(cfg, obj) for obj in ("edm", "flow")}
 T_MID, U_JET = (f"{name}@{level:g}" for name, level in levels.headline_fields)  # the headline fields' names
@@ -53,8 +58,9 @@ device_type = next(denoisers["edm"].parameters()).device.type
 stats = runs["edm"].stats
 data = source.open_dataset(cfg)[0]
 variables = list(cfg.dataset.variables)
-test = splits.split(data[variables], cfg.dataset, "test").load()
-init_times = test.time.values[predictability.init_indices(test.sizes["time"], cfg.sampling.lead_steps, study.n_init)]
+test_times = splits.split(data[variables], cfg.dataset, "test").time.values
+init_times = test_times[predictability.init_indices(test_times.size, cfg.sampling.lead_steps, study.n_init)]
+test = splits.forecast_window(data[variables], init_times, cfg.sampling.lead_steps)  # the verifying states, loaded
 
 # %% [markdown]
 # ## Model and oracle ensembles from the same initial states
@@ -68,8 +74,9 @@ model_ens = sampling.forecast(
     denoisers["edm"], stats, sampling.initial_states(data[variables], init_times, cfg.dataset.history), study.n_members, cfg.sampling.lead_steps, cfg.sampling, cfg.dataset, seed=cfg.seed
 )
 ensemble_minutes = (time.perf_counter() - start) / 60
-oracle_ens = calibration.oracle_forecast(cfg.world, init_times, study.n_members, cfg.sampling.lead_steps, cfg.seed, variables)
-ensembles = {"model": model_ens, "oracle": oracle_ens}
+ensembles = {"model": model_ens}
+if source.skip_unless_held_suarez(cfg, "oracle ensembles"):
+    ensembles["oracle"] = calibration.oracle_forecast(cfg.world, init_times, study.n_members, cfg.sampling.lead_steps, cfg.seed, variables)
 observed = calibration.verifying_truth(model_ens, test)
 map_leads = [np.timedelta64(h, "h").astype("timedelta64[ns]") for h in study.map_leads_hours]
 CMAPS = {"temperature": "RdBu_r", "u_component_of_wind": "PuOr_r"}
@@ -105,9 +112,10 @@ for name, level in levels.headline_fields:
 # %%
 lead = map_leads[min(1, len(map_leads) - 1)]
 name, level = levels.headline_fields[0]
-fields = {label: ens[name].isel(init_time=0).sel(level=level, lead_time=lead) for label, ens in ensembles.items()}
-fig = plotting.ensemble_comparison_maps(fields, truth_first[name].sel(level=level, lead_time=lead), CMAPS[name], spread_reference="oracle")
-plotting.savefig(fig, "sampling_oracle_maps")
+if source.skip_unless_held_suarez(cfg, "the oracle maps"):
+    fields = {label: ens[name].isel(init_time=0).sel(level=level, lead_time=lead) for label, ens in ensembles.items()}
+    fig = plotting.ensemble_comparison_maps(fields, truth_first[name].sel(level=level, lead_time=lead), CMAPS[name], spread_reference="oracle")
+    plotting.savefig(fig, "sampling_oracle_maps")
 
 # %% [markdown]
 # ## Spread and error against lead time
@@ -131,10 +139,10 @@ plotting.savefig(plotting.spread_skill_curves(curves), "sampling_spread_skill")
 # %%
 SYNOPTIC_WAVENUMBER = 8  # zonal wavenumbers >= 8: synoptic and smaller scales
 spectra = {
-    label: diagnostics.level_kinetic_energy_spectrum(ens.sel(lead_time=map_leads), levels.upper, cfg.world.truncation)
+    label: diagnostics.level_kinetic_energy_spectrum(ens.sel(lead_time=map_leads), levels.upper, cfg.dataset.spectral_truncation)
     for label, ens in ensembles.items()
 }
-truth_spectrum = diagnostics.level_kinetic_energy_spectrum(observed.sel(lead_time=map_leads), levels.upper, cfg.world.truncation)
+truth_spectrum = diagnostics.level_kinetic_energy_spectrum(observed.sel(lead_time=map_leads), levels.upper, cfg.dataset.spectral_truncation)
 plotting.savefig(plotting.ensemble_spectra(spectra, truth_spectrum, title=f"{levels.upper:g} hPa"), "sampling_spectra")
 # energy at the synoptic and smaller scales at the last map lead, mean over initial times and members, m2 s-2
 high_k = {
@@ -163,12 +171,14 @@ high_k
 # minus the truth averaged over the training split (`training.tendency_bias`;
 # Danforth, Kalnay & Miyoshi 2007). The ensembles above are uncorrected. The
 # table gives the size of the bias in physical units per day.
+# (The world only: on a store this section and the next two cells are skipped.)
 
 # %%
-train_set = dataset.ForecastDataset(data, stats, "train", cfg.dataset)
-bias = training.tendency_bias(denoisers["edm"], train_set)
-bias_table = training.tendency_bias_per_day(bias, stats, cfg.world.output_hours)
-bias_table.round(3)
+if source.skip_unless_held_suarez(cfg, "free-running rollouts against the world's climate (this cell and the next two)"):
+    train_set = dataset.ForecastDataset(data, stats, "train", cfg.dataset)
+    bias = training.tendency_bias(denoisers["edm"], train_set)
+    bias_table = training.tendency_bias_per_day(bias, stats, cfg.world.output_hours)
+    display(bias_table.round(3))
 
 # %% [markdown]
 # GenCast's sampler re-noises the state within each denoising step (churn,
@@ -178,13 +188,14 @@ bias_table.round(3)
 # of the next state, with less noise injected per step.
 
 # %%
-climate_initial = sampling.initial_states(data[variables], init_times[:1], cfg.dataset.history)
-rollouts = sampling.climate_runs(denoisers["edm"], stats, climate_initial, cfg.sampling, study, cfg.dataset, cfg.seed, residual_bias=bias)
-rollout = rollouts[study.climate_churn]
-stable_days = sampling.stable_days(rollout).isel(init_time=0)
-stable_members = int((rollout.stable_steps == rollout.attrs["n_steps"]).sum())
-print(f"stable days per member of {study.climate_days:g}, {rollout.attrs['nfe_per_step']} NFE per step (last row: wall time):")
-sampling.stable_days_table(rollouts).round(2)
+if HELD_SUAREZ:
+    climate_initial = sampling.initial_states(data[variables], init_times[:1], cfg.dataset.history)
+    rollouts = sampling.climate_runs(denoisers["edm"], stats, climate_initial, cfg.sampling, study, cfg.dataset, cfg.seed, residual_bias=bias)
+    rollout = rollouts[study.climate_churn]
+    stable_days = sampling.stable_days(rollout).isel(init_time=0)
+    stable_members = int((rollout.stable_steps == rollout.attrs["n_steps"]).sum())
+    print(f"stable days per member of {study.climate_days:g}, {rollout.attrs['nfe_per_step']} NFE per step (last row: wall time):")
+    display(sampling.stable_days_table(rollouts).round(2))
 
 # %% [markdown]
 # The model's zonal-mean climate (the `climate_churn` run) against the world's: the
@@ -193,21 +204,22 @@ sampling.stable_days_table(rollouts).round(2)
 # when a member left the world.
 
 # %%
-data_zonal = data[["u_component_of_wind", "temperature"]].mean(["time", "longitude"], keep_attrs=True).load()
-data_rms_u = np.sqrt(diagnostics.global_mean(data.u_component_of_wind.sel(level=levels.upper) ** 2)).load()
-rms_u = {f"model, churn {churn:g}": run.global_rms.sel(channel=U_JET).isel(init_time=0) for churn, run in rollouts.items()}
-fig = plotting.climate_figure(
-    rollout,
-    data_zonal,
-    profiles=[("u_component_of_wind", levels.upper), ("temperature", levels.lower)],
-    rms_runs=rms_u,
-    world_rms=data_rms_u,
-    rms_field=("u_component_of_wind", levels.upper),
-    model_label=f"model, churn {study.climate_churn:g}, {study.climate_members} member(s), {float(stable_days.sum()):g} days",
-)
-plotting.savefig(fig, "sampling_climate")
-jets = diagnostics.compare_jets(rollout.u_component_of_wind.sel(level=levels.upper), data_zonal.u_component_of_wind.sel(level=levels.upper))
-jets.round(2)
+if HELD_SUAREZ:
+    data_zonal = data[["u_component_of_wind", "temperature"]].mean(["time", "longitude"], keep_attrs=True).load()
+    data_rms_u = np.sqrt(diagnostics.global_mean(data.u_component_of_wind.sel(level=levels.upper) ** 2)).load()
+    rms_u = {f"model, churn {churn:g}": run.global_rms.sel(channel=U_JET).isel(init_time=0) for churn, run in rollouts.items()}
+    fig = plotting.climate_figure(
+        rollout,
+        data_zonal,
+        profiles=[("u_component_of_wind", levels.upper), ("temperature", levels.lower)],
+        rms_runs=rms_u,
+        world_rms=data_rms_u,
+        rms_field=("u_component_of_wind", levels.upper),
+        model_label=f"model, churn {study.climate_churn:g}, {study.climate_members} member(s), {float(stable_days.sum()):g} days",
+    )
+    plotting.savefig(fig, "sampling_climate")
+    jets = diagnostics.compare_jets(rollout.u_component_of_wind.sel(level=levels.upper), data_zonal.u_component_of_wind.sel(level=levels.upper))
+    display(jets.round(2))
 
 # %% [markdown]
 # ## Cost of the samplers
@@ -245,41 +257,43 @@ values = {
     "samplingNfePerStep": str(model_ens.attrs["nfe_per_step"]),
     "samplingEnsembleMinutes": f"{ensemble_minutes:.1f}",
     "samplingFinalLeadDays": f"{final / np.timedelta64(1, 'D'):g}",
-    "samplingHighWavenumberEnergyRatio": f"{100 * high_k['model'] / high_k['oracle']:.0f}",
 }
+if HELD_SUAREZ:
+    values["samplingHighWavenumberEnergyRatio"] = f"{100 * high_k['model'] / high_k['oracle']:.0f}"
 for label, c in curves.items():
     for score in ("spread", "rmse"):
         for field, suffix in ((T_MID, "T"), (U_JET, "U")):
             values[f"sampling{score.title()}{label.title()}{suffix}"] = f"{float(c[score].sel(field=field, lead_time=final)):.2f}"
 
 # %% [markdown]
-# The free runs and the jets.
+# The free runs and the jets (the world only).
 
 # %%
-temperature_channels = [c for c in stats.channel_names if c.startswith("temperature")]
-values |= {
-    "samplingClimateDays": f"{study.climate_days:g}",
-    "samplingClimateMembers": str(study.climate_members),
-    "samplingClimateStableMembers": str(stable_members),
-    "samplingClimateShortestDays": f"{float(stable_days.min()):g}",
-    "samplingClimateLongestDays": f"{float(stable_days.max()):g}",
-    "samplingClimateChurn": f"{study.climate_churn:g}",
-    "samplingTendencyBiasT": f"{bias_table.loc[temperature_channels, 'global mean [units/day]'].abs().max():.3f}",
-    "samplingClimateSampler": study.climate_sampler.replace("_", r"\_"),
-    "samplingClimateLevels": str(study.climate_n_levels),
-    "samplingClimateNfe": str(rollout.attrs["nfe_per_step"]),
-    "samplingClimateMinutes": f"{rollout.attrs['seconds'] / 60:.1f}",
-    "samplingJetRelativeDifference": f"{100 * jets['relative_speed_difference'].mean():.0f}",
-}
-for hemisphere, jet in jets.iterrows():
-    for origin in ("model", "world"):
-        values[f"samplingJet{hemisphere.title()}{origin.title()}Speed"] = f"{jet[f'{origin}_speed']:.1f}"
-        values[f"samplingJet{hemisphere.title()}{origin.title()}Lat"] = f"{abs(jet[f'{origin}_latitude']):.1f}"
-if study.climate_compare_churn is not None:
-    compare_days = sampling.stable_days(rollouts[study.climate_compare_churn])
-    values["samplingClimateCompareChurn"] = f"{study.climate_compare_churn:g}"
-    values["samplingClimateCompareShortestDays"] = f"{float(compare_days.min()):g}"
-    values["samplingClimateCompareLongestDays"] = f"{float(compare_days.max()):g}"
+if HELD_SUAREZ:
+    temperature_channels = [c for c in stats.channel_names if c.startswith("temperature")]
+    values |= {
+        "samplingClimateDays": f"{study.climate_days:g}",
+        "samplingClimateMembers": str(study.climate_members),
+        "samplingClimateStableMembers": str(stable_members),
+        "samplingClimateShortestDays": f"{float(stable_days.min()):g}",
+        "samplingClimateLongestDays": f"{float(stable_days.max()):g}",
+        "samplingClimateChurn": f"{study.climate_churn:g}",
+        "samplingTendencyBiasT": f"{bias_table.loc[temperature_channels, 'global mean [units/day]'].abs().max():.3f}",
+        "samplingClimateSampler": study.climate_sampler.replace("_", r"\_"),
+        "samplingClimateLevels": str(study.climate_n_levels),
+        "samplingClimateNfe": str(rollout.attrs["nfe_per_step"]),
+        "samplingClimateMinutes": f"{rollout.attrs['seconds'] / 60:.1f}",
+        "samplingJetRelativeDifference": f"{100 * jets['relative_speed_difference'].mean():.0f}",
+    }
+    for hemisphere, jet in jets.iterrows():
+        for origin in ("model", "world"):
+            values[f"samplingJet{hemisphere.title()}{origin.title()}Speed"] = f"{jet[f'{origin}_speed']:.1f}"
+            values[f"samplingJet{hemisphere.title()}{origin.title()}Lat"] = f"{abs(jet[f'{origin}_latitude']):.1f}"
+    if study.climate_compare_churn is not None:
+        compare_days = sampling.stable_days(rollouts[study.climate_compare_churn])
+        values["samplingClimateCompareChurn"] = f"{study.climate_compare_churn:g}"
+        values["samplingClimateCompareShortestDays"] = f"{float(compare_days.min()):g}"
+        values["samplingClimateCompareLongestDays"] = f"{float(compare_days.max()):g}"
 
 # %% [markdown]
 # The samplers' cost; then all numbers go to `paper/values/03_sampling.tex`.

@@ -1,6 +1,7 @@
 """WeatherBench2 reader: layout, conservative coarsening, error messages, the real ERA5 sample."""
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -124,11 +125,11 @@ def test_selection_errors(store, kwargs, words):
 
 
 def test_wrong_coordinate_names(tmp_path):
-    path = tmp_path / "latlon.zarr"
-    wb2_dataset().rename(latitude="lat", longitude="lon").to_zarr(path, zarr_format=2)
+    path = tmp_path / "yx.zarr"
+    wb2_dataset().rename(latitude="y", longitude="x").to_zarr(path, zarr_format=2)
     with pytest.raises(StoreError, match=r"lacks coordinate\(s\) \['latitude', 'longitude'\]") as info:
         open_wb2(path, "temperature")
-    assert "'lat'" in str(info.value) and "'lon'" in str(info.value)
+    assert "'y'" in str(info.value) and "'x'" in str(info.value)
 
 
 def test_nans(tmp_path):
@@ -176,3 +177,80 @@ def test_era5_sample():
     fine_area = xr.DataArray(np.diff(bounds), coords={"latitude": ds.latitude})
     fine = float(t2m[0].weighted(fine_area).mean())
     assert abs(area_mean(coarse["2m_temperature"][0]) / fine - 1) < 1e-5
+
+
+# ------------------------------------------------------------------ reader robustness
+
+
+def chunk_files(path, variable):
+    """The chunk files of ``variable`` in a zarr store (format 2 or 3), sorted."""
+    return sorted(f for f in (path / variable).rglob("*") if f.is_file() and not f.name.startswith(".") and f.name != "zarr.json")
+
+
+@pytest.fixture
+def small_store(tmp_path):
+    path = tmp_path / "small.zarr"
+    wb2_dataset().isel(latitude=slice(0, 48, 4), longitude=slice(0, 192, 4)).chunk({"time": 1}).to_zarr(path, zarr_format=2)
+    return path
+
+
+def test_corrupted_chunk_names_store_and_variable(small_store):
+    """A garbled chunk surfaces as one StoreError naming the store and the variable, not a codec traceback."""
+    chunk_files(small_store, "temperature")[1].write_bytes(b"not a blosc frame" * 8)
+    with pytest.raises(StoreError) as info:
+        open_wb2(small_store, ["2m_temperature", "temperature"])
+    message = str(info.value)
+    assert str(small_store) in message and "'temperature'" in message and "corrupted" in message
+    assert "2m_temperature" not in message  # the readable variable is not blamed
+    assert open_wb2(small_store, "2m_temperature").sizes["time"] == len(TIMES)
+
+
+@pytest.mark.parametrize(
+    "coordinate, words",
+    [("latitude", "'latitude' coordinate values missing"), ("longitude", "'longitude' coordinate values missing"),
+     ("level", "'level' coordinate values [0, 0] are not distinct positive")],
+)  # fmt: skip
+def test_missing_coordinate_chunk_raises(small_store, coordinate, words):
+    """A missing coordinate chunk reads as fill values (NaN, or 0 for the integer levels): refused, instead of
+    all-NaN fields after regridding."""
+    for f in chunk_files(small_store, coordinate):
+        f.unlink()
+    with pytest.raises(StoreError, match=re.escape(words)) as info:
+        open_wb2(small_store, ["temperature"], grid=TARGET)
+    assert str(small_store) in str(info.value)
+
+
+def cds_style(ds):
+    """``ds`` renamed as a Copernicus Climate Data Store download names things."""
+    ds = ds.rename(time="valid_time", level="pressure_level", latitude="lat", longitude="lon")
+    ds = ds.rename(temperature="t", u_component_of_wind="u", **{"2m_temperature": "t2m"})
+    return ds.assign(z=ds["geopotential"].isel(valid_time=0, pressure_level=0, drop=True)).drop_vars("geopotential")
+
+
+def test_cds_names_are_mapped(tmp_path):
+    ds = wb2_dataset()
+    ds.to_zarr(tmp_path / "wb2.zarr", zarr_format=2)
+    cds_style(ds).to_zarr(tmp_path / "cds.zarr", zarr_format=2)
+    names = ["temperature", "u_component_of_wind", "2m_temperature"]
+    mapped = open_wb2(tmp_path / "cds.zarr", names, levels=[500], grid=TARGET)
+    expected = open_wb2(tmp_path / "wb2.zarr", names, levels=[500], grid=TARGET)
+    xr.testing.assert_identical(mapped.drop_attrs(deep=False), expected.drop_attrs(deep=False))
+    assert mapped["temperature"].dims == ("time", "level", "latitude", "longitude")
+    assert "pressure_level->level" in mapped.attrs["renamed_from_cds"]
+    orography = open_wb2(tmp_path / "cds.zarr", "geopotential_at_surface", check_nans=False)
+    assert orography["geopotential_at_surface"].dims == ("latitude", "longitude")
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (lambda ds: ds.assign(temperature=ds["t"]), ["'t'", "'temperature'", "both"]),
+        (lambda ds: ds.assign_coords(pressure_level=ds["pressure_level"] * 100), ["look like Pa", "hPa"]),
+    ],
+)
+def test_ambiguous_cds_names_are_refused(tmp_path, change, words):
+    change(cds_style(wb2_dataset())).to_zarr(tmp_path / "cds.zarr", zarr_format=2)
+    with pytest.raises(StoreError) as info:
+        open_wb2(tmp_path / "cds.zarr", "temperature")
+    for word in words:
+        assert word in str(info.value)

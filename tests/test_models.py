@@ -16,6 +16,7 @@ from druids.models import (
     build_denoiser,
     build_loss,
     check_model_config,
+    homogeneity_error,
     flow_sigma,
     flow_time,
     pad_sphere,
@@ -255,9 +256,35 @@ def test_homogeneity_error_helper_separates_bias_free_from_biased():
     biased = build_denoiser(ModelConfig(**small, bias_free=False, activation="silu"), 2, 3).double()
     y, c = torch.randn(1, 2, 32, 64, dtype=torch.float64), torch.randn(1, 3, 32, 64, dtype=torch.float64)
     sigma = torch.tensor([0.7], dtype=torch.float64)
-    from druids.models import denoise_at_levels, homogeneity_error
+    from druids.models import denoise_at_levels
 
     assert homogeneity_error(free, y, c, sigma, [0.5, 3.0]).max() < 1e-10
     assert homogeneity_error(biased, y, c, sigma, [0.5, 3.0]).max() > 1e-4
     noisy, denoised = denoise_at_levels(free, y[0], c[0], [0.1, 1.0], torch.Generator().manual_seed(0))
     assert noisy.shape == denoised.shape == (2, 2, 32, 64)
+
+
+def test_zonal_mixing_is_global_homogeneous_and_starts_as_identity():
+    """The bottleneck's zonal mixing starts as the identity (zero weights) and keeps the bias-free network
+    homogeneous; the block itself adds to a field only zonal wavenumbers below its limit, which reach
+    every longitude of the circle, and keeps latitude circles apart."""
+    from druids.models.network import ZonalMixing
+
+    torch.manual_seed(0)
+    mixing = dataclasses.replace(TINY, zonal_mixing=3)
+    plain, mixed = build_denoiser(TINY, N_TARGET, N_COND).double(), build_denoiser(mixing, N_TARGET, N_COND).double()
+    mixed.load_state_dict({**plain.state_dict(), **{k: v for k, v in mixed.state_dict().items() if "mixing" in k}})
+    y, c, sigma = inputs()
+    with torch.no_grad():
+        torch.testing.assert_close(mixed.denoise(y, c, sigma), plain.denoise(y, c, sigma))
+        mixed.net.mixing.weight.normal_()
+        assert homogeneity_error(mixed, y, c, sigma, [0.5, 3.0]).max() < 1e-12
+        block = ZonalMixing(4, 3, bias_free=True).double()
+        block.weight.normal_()
+        bump = torch.zeros(1, 4, 8, 64, dtype=torch.float64)
+        bump[:, :, 4, 0] = 1.0
+        added = block(bump, torch.ones(1, dtype=torch.float64)) - bump
+        spectrum = torch.fft.rfft(added, dim=-1).abs()
+        assert spectrum[..., 3:].max() < 1e-12 < spectrum[..., :3].max()
+        assert added[..., 4, 32].abs().max() > 1e-3  # half a circle away
+        assert added[..., :4, :].abs().max() == 0  # other latitude circles untouched

@@ -157,7 +157,8 @@ def test_spread_skill_curves_one_panel_per_field():
     coords = {"field": ["temperature@562.5", "u_component_of_wind@312.5"], "lead_time": LEADS}
     curve = xr.Dataset({k: (("field", "lead_time"), np.ones((2, 2))) for k in ("spread", "rmse")}, coords=coords)
     fig = plotting.spread_skill_curves({"model": curve, "oracle": curve * 2})
-    assert [ax.get_title() for ax in fig.axes] == coords["field"]
+    assert [ax.get_title() for ax in fig.axes] == ["temperature at 562.5 hPa [K]", "u_component_of_wind at 312.5 hPa [m s-1]"]
+    assert [ax.get_ylabel() for ax in fig.axes] == ["area-weighted RMS [K]", "area-weighted RMS [m s-1]"]
     assert all(len(ax.lines) == 4 for ax in fig.axes)
     np.testing.assert_allclose(fig.axes[0].lines[0].get_xdata(), [0.5, 1.0])  # days
     plt.close("all")

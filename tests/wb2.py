@@ -12,6 +12,10 @@ variables draw, in the order given, from one ``numpy.random.default_rng(seed)``.
 Conventions are those of ``druids`` by default (latitude ascending, longitude
 in [0, 360), 6-hourly from 2000-01-01); ``descending=True`` gives WeatherBench2's
 ERA5 latitude order.
+
+:func:`era5_from_world` writes the Held–Suarez world in ERA5's conventions
+(pressure levels, ERA5 names, hourly times, descending latitudes, static fields),
+the store on which the chapters run end to end in the tests.
 """
 
 from __future__ import annotations
@@ -34,6 +38,12 @@ WB2_VARIABLES = {
     "2m_temperature": ("K", "2 metre temperature", False, 280.0, 10.0),
     "10m_u_component_of_wind": ("m s-1", "10 metre U wind component", False, 0.0, 5.0),
     "10m_v_component_of_wind": ("m s-1", "10 metre V wind component", False, 0.0, 5.0),
+}
+
+# time-invariant fields: name -> (units, long name)
+WB2_STATIC = {
+    "land_sea_mask": ("1", "Land-sea mask"),
+    "geopotential_at_surface": ("m2 s-2", "Geopotential at surface"),
 }
 
 PROCESSES = ("ar1", "random_walk", "white")
@@ -152,3 +162,116 @@ def _coordinates(grid, n_lat, n_lon, descending, levels, n_times, start, step) -
     if levels is not None:
         coords["level"] = xr.DataArray(np.asarray(levels), dims="level", attrs={"units": "hPa"})
     return coords
+
+
+# ------------------------------------------------------------ the world in ERA5's conventions
+
+GAS_CONSTANT = 287.04  # J kg-1 K-1, dry air
+GRAVITY = 9.80665  # m s-2
+LAPSE_RATE = 0.0065  # K m-1, standard atmosphere
+ERA5_TEST_LEVELS = (250, 500, 700, 850)  # hPa, inside the world's sigma range (62.5 to 937.5 hPa at 1000 hPa)
+
+
+def sigma_to_pressure(field: xr.DataArray, pressure_hpa: xr.DataArray, levels, extrapolate: bool) -> xr.DataArray:
+    """``field`` on sigma levels interpolated linearly in log pressure to pressure ``levels`` (hPa, int).
+
+    ``pressure_hpa``: the pressure of each sigma level (sigma * surface pressure), dims as ``field``.
+    Outside a column's pressure range the field is held at the end value, or, with ``extrapolate``,
+    continued linearly in log pressure (geopotential: hydrostatic, d(phi)/d(ln p) = -R T).
+    """
+    log_p = np.log(pressure_hpa.transpose(*field.dims).values.astype(np.float64))
+    values = field.values.astype(np.float64)
+    axis = field.get_axis_num("level")
+    out = []
+    for level in levels:
+        upper = np.clip((log_p < np.log(level)).sum(axis=axis, keepdims=True), 1, log_p.shape[axis] - 1)
+        pick = lambda a, i: np.take_along_axis(a, i, axis=axis)  # noqa: E731
+        lo_p, hi_p, lo_v, hi_v = pick(log_p, upper - 1), pick(log_p, upper), pick(values, upper - 1), pick(values, upper)
+        weight = (np.log(level) - lo_p) / (hi_p - lo_p)
+        out.append(lo_v + (weight if extrapolate else np.clip(weight, 0.0, 1.0)) * (hi_v - lo_v))
+    data = np.concatenate(out, axis=axis).astype(np.float32)
+    coords = {name: c for name, c in field.coords.items() if "level" not in c.dims}
+    return xr.DataArray(data, dims=field.dims, coords={**coords, "level": np.asarray(levels, dtype=np.int64)})
+
+
+def specific_humidity(temperature: xr.DataArray, pressure_pa) -> xr.DataArray:
+    """A synthetic humidity: 50 % relative humidity at ``temperature`` (K) and pressure (Pa), kg kg-1,
+    with Bolton's (1980) saturation vapour pressure. The dry world has none; this has ERA5's size and shape."""
+    saturation = 611.2 * np.exp(17.67 * (temperature - 273.15) / (temperature - 29.65))
+    return (0.5 * 0.622 * saturation / pressure_pa).astype(np.float32)
+
+
+def era5_from_world(world: xr.Dataset, levels=ERA5_TEST_LEVELS, hourly: bool = True) -> xr.Dataset:
+    """The Held–Suarez world ``world`` (``druids.data.heldsuarez.open_world``) written in ERA5's conventions.
+
+    Upper air (geopotential, temperature, winds) interpolated from sigma to the pressure
+    ``levels`` (hPa, int64) with p = sigma * surface pressure (:func:`sigma_to_pressure`);
+    ``specific_humidity`` synthetic (:func:`specific_humidity`). Surface fields derived from the
+    lowest sigma level: ``2m_temperature`` by the standard lapse rate to sigma = 1
+    (T * sigma**(-R Gamma / g)), 10-m winds 0.7 times the lowest level's, and
+    ``mean_sea_level_pressure`` = surface pressure (the world is flat). Extra variables:
+    ``surface_pressure`` and the static ``land_sea_mask`` (a synthetic continent, 0/1: the world is
+    an aquaplanet) and ``geopotential_at_surface`` (zero). ``hourly``: times every hour, linearly
+    interpolated between the world's 6-hourly states (exact at them). Latitude descending,
+    longitude in [0, 360), float32, CF attributes.
+    """
+    world = world.load()
+    ps = world["surface_pressure"].astype(np.float64)
+    pressure_hpa = world["sigma"].astype(np.float64) * ps / 100.0
+    lowest = world.isel(level=-1)
+    lowest_sigma = float(world["sigma"].values[-1])
+    upper = {
+        name: sigma_to_pressure(world[name], pressure_hpa, levels, extrapolate=name == "geopotential")
+        for name in ("geopotential", "temperature", "u_component_of_wind", "v_component_of_wind")
+    }
+    level_pa = xr.DataArray(np.asarray(levels, dtype=np.float64) * 100.0, dims="level", coords={"level": upper["temperature"].level})
+    fields = {
+        **upper,
+        "specific_humidity": specific_humidity(upper["temperature"], level_pa),
+        "2m_temperature": lowest["temperature"] * lowest_sigma ** (-GAS_CONSTANT * LAPSE_RATE / GRAVITY),
+        "10m_u_component_of_wind": 0.7 * lowest["u_component_of_wind"],
+        "10m_v_component_of_wind": 0.7 * lowest["v_component_of_wind"],
+        "mean_sea_level_pressure": world["surface_pressure"],
+        "surface_pressure": world["surface_pressure"],
+    }
+    ds = xr.Dataset({name: da.reset_coords(drop=True).astype(np.float32) for name, da in fields.items()})
+    if hourly:
+        hours = np.arange(ds.time.values[0], ds.time.values[-1] + np.timedelta64(1, "h"), np.timedelta64(1, "h"))
+        ds = ds.interp(time=hours.astype("datetime64[ns]")).astype(np.float32)
+    lat, lon = np.deg2rad(ds.latitude), np.deg2rad(ds.longitude)
+    continent = ((np.abs(ds.latitude - 20) < 35) & (np.abs(ds.longitude - 100) < 50)) | (np.sin(3 * lon) * np.cos(lat) > 0.9)
+    ds["land_sea_mask"] = continent.astype(np.float32).transpose("latitude", "longitude")
+    ds["geopotential_at_surface"] = xr.zeros_like(ds["land_sea_mask"])
+    for name, da in ds.data_vars.items():
+        units, long_name = WB2_STATIC[name] if name in WB2_STATIC else WB2_VARIABLES[name][:2]
+        da.attrs = {"units": units, "long_name": long_name}
+    ds["level"].attrs = {"units": "hPa", "long_name": "pressure level"}
+    ds = ds.isel(latitude=slice(None, None, -1))
+    ds.attrs = {"title": "Held–Suarez world in ERA5 conventions (DRUIDS tests)", "world_config_hash": world.attrs.get("config_hash", "")}
+    return ds
+
+
+def write_era5_store(world: xr.Dataset, path, **kwargs) -> str:
+    """:func:`era5_from_world` written as a zarr store at ``path`` (once; an existing store is kept); returns the path."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        ds = era5_from_world(world, **kwargs)
+        tmp = path.with_suffix(".partial.zarr")
+        ds.chunk({"time": 24}).to_zarr(tmp, mode="w", zarr_format=2)
+        tmp.rename(path)
+    return str(path)
+
+
+def world_era5_store(world_config) -> str:
+    """The store of :func:`era5_from_world` for the Held–Suarez world of ``world_config`` (generated if
+    needed), written once per data directory (``DRUIDS_DATA``) as ``era5-schema-<world hash>.zarr``."""
+    from druids import paths
+    from druids.config import config_hash
+    from druids.data import heldsuarez
+
+    path = paths.data_dir() / f"era5-schema-{config_hash(world_config)}.zarr"
+    if path.exists():
+        return str(path)
+    return write_era5_store(heldsuarez.open_world(world_config, progress=False), path)

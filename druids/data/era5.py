@@ -4,6 +4,13 @@ Every dataset returned here has the layout of the Held–Suarez world: dims
 ``time, level, latitude, longitude`` (surface variables without ``level``),
 latitude ascending (degrees north), longitude in [0, 360) ascending (degrees
 east), float32 data, WeatherBench2 variable names and the store's CF attributes.
+
+Stores in the Copernicus Climate Data Store's naming (``valid_time``,
+``pressure_level``, ``lat``/``lon``, short variable names such as ``t`` or
+``t2m``) are mapped to these names when the mapping is unambiguous and refused
+with a clear message otherwise (:data:`CDS_NAMES`). Errors a store can cause
+(unreadable or corrupted chunks, coordinates with missing values, NaNs in the
+fields) raise :class:`StoreError` naming the store and the variable.
 """
 
 from __future__ import annotations
@@ -37,6 +44,22 @@ _COORD_ATTRS = {
     "latitude": {"units": "degrees_north", "standard_name": "latitude", "long_name": "latitude"},
     "longitude": {"units": "degrees_east", "standard_name": "longitude", "long_name": "longitude"},
 }
+
+
+# Copernicus Climate Data Store names -> WeatherBench2 names (coordinates and the ERA5 short names).
+CDS_COORDINATES = {"valid_time": "time", "pressure_level": "level", "isobaricInhPa": "level", "lat": "latitude", "lon": "longitude"}
+CDS_VARIABLES = {
+    "t": "temperature",
+    "u": "u_component_of_wind",
+    "v": "v_component_of_wind",
+    "z": "geopotential",  # without a level dimension: geopotential_at_surface (orography)
+    "q": "specific_humidity",
+    "w": "vertical_velocity",
+    "sp": "surface_pressure",
+    "lsm": "land_sea_mask",
+    **_SAMPLE_NAMES,
+}
+CDS_NAMES = {**CDS_COORDINATES, **CDS_VARIABLES}
 
 
 class StoreError(ValueError):
@@ -106,9 +129,10 @@ def open_wb2(
     ``level``). ``times``: a slice or a list of datetimes (coordinate ``time``).
     ``grid``: a :class:`Grid` or ``(latitude, longitude)`` to coarsen to
     conservatively (see :func:`regrid`). ``check_nans`` reads the selection once
-    and raises if any value is NaN (a NaN would spread through the coarsening).
+    and raises if any value is NaN (a NaN would spread through the coarsening)
+    or a chunk cannot be read. CDS-style names are mapped (:func:`standard_names`).
     """
-    ds = _open(store)
+    ds = standard_names(_open(store), f"store {store}")
     _check_coordinates(ds, ("time", "latitude", "longitude"), f"store {store}")
     ds = ds[_select_variables(ds, variables)]
     if levels is not None:
@@ -116,8 +140,13 @@ def open_wb2(
     if times is not None:
         ds = _select_times(ds, times)
     if check_nans:
-        _check_nans(ds)
+        check_values(ds, f"store {store}")
     return to_wb2_layout(ds) if grid is None else regrid(ds, grid)
+
+
+def store_variables(store) -> list[str]:
+    """The data variables of a store, under WeatherBench2 names (:func:`standard_names`), without reading data."""
+    return sorted(map(str, standard_names(_open(store), f"store {store}").data_vars))
 
 
 def open_era5_sample() -> xr.Dataset:
@@ -219,13 +248,63 @@ def _open(store) -> xr.Dataset:
 
 
 def _check_coordinates(ds, expected: Sequence[str], where: str) -> None:
+    """Error unless ``ds`` has coordinates ``expected``, each without missing values (NaN/NaT)."""
     missing = [name for name in expected if name not in ds.coords]
     if missing:
         raise StoreError(
             f"The {where} lacks coordinate(s) {missing}; found coordinates {sorted(map(str, ds.coords))}. "
             f"WeatherBench2 names are expected: {list(DIMS)} (level in hPa); "
-            "rename, e.g. ds.rename(lat='latitude', lon='longitude')."
+            "rename yours, e.g. ds.rename(y='latitude', x='longitude') (CDS names such as lat/lon are mapped already)."
         )
+    for name in [*expected, *(["level"] if "level" in ds.coords else [])]:
+        values = ds[name].values
+        bad = int(pd.isna(values).sum())
+        if bad:
+            raise StoreError(
+                f"The {where} has {bad} of {values.size} {name!r} coordinate values missing (NaN/NaT): "
+                "a coordinate chunk is missing or unreadable. Repair or re-download the store."
+            )
+    if "level" in ds.coords:
+        levels = np.atleast_1d(ds["level"].values)
+        if (levels <= 0).any() or np.unique(levels).size != levels.size:
+            raise StoreError(
+                f"The {where}'s 'level' coordinate values {levels.tolist()} are not distinct positive pressures (hPa): "
+                "a coordinate chunk is missing (integer fill values) or the levels are not pressure levels."
+            )
+
+
+def standard_names(ds: xr.Dataset, where: str = "dataset") -> xr.Dataset:
+    """``ds`` with Copernicus Climate Data Store names (:data:`CDS_NAMES`) renamed to WeatherBench2's.
+
+    ``valid_time`` -> ``time``, ``pressure_level`` -> ``level``, ``lat``/``lon`` ->
+    ``latitude``/``longitude``, ERA5 short names (``t``, ``u``, ``z``, ``t2m``,
+    ``msl``, ...) -> long names; ``z`` without a level dimension is the surface
+    geopotential (``geopotential_at_surface``). Raises :class:`StoreError` if a
+    CDS name and its WeatherBench2 name are both present (which one is meant is
+    unknown), or if pressure levels are not in hPa. The renaming is recorded in
+    the attribute ``renamed_from_cds``.
+    """
+    renames = {}
+    for old, new in CDS_NAMES.items():
+        if old not in ds.variables:
+            continue
+        if old == "z" and "level" not in ds["z"].dims and "pressure_level" not in ds["z"].dims:
+            new = "geopotential_at_surface"
+        if new in ds.variables or new in renames.values():
+            raise StoreError(
+                f"The {where} has both {old!r} (CDS name) and {new!r} (WeatherBench2 name); "
+                f"drop one of them, e.g. ds.drop_vars({old!r})."
+            )
+        renames[old] = new
+    if renames:
+        ds = ds.rename(renames)
+        ds.attrs["renamed_from_cds"] = ", ".join(f"{old}->{new}" for old, new in renames.items())
+    if "level" in ds.coords and (str(ds["level"].attrs.get("units", "hPa")) == "Pa" or float(ds["level"].max()) > 1100):
+        raise StoreError(
+            f"The {where}'s pressure levels {ds['level'].values.tolist()} look like Pa; WeatherBench2 levels are in hPa "
+            "(divide the level coordinate by 100)."
+        )
+    return ds
 
 
 def _select_variables(ds: xr.Dataset, variables) -> list[str]:
@@ -262,9 +341,29 @@ def _select_times(ds: xr.Dataset, times) -> xr.Dataset:
     return ds.sel(time=wanted)
 
 
-def _check_nans(ds: xr.Dataset) -> None:
-    counts = ds.isnull().sum().compute()
-    bad = {name: int(counts[name]) for name in ds.data_vars if counts[name] > 0}
+def check_values(ds: xr.Dataset, where: str = "dataset") -> None:
+    """Read every variable once: a chunk that cannot be read, or a NaN, raises :class:`StoreError`."""
+    bad = {}
+    for name in ds.data_vars:
+        n_nan = int(read(ds[name].isnull().sum(), where, name))
+        if n_nan:
+            bad[name] = n_nan
     if bad:
         detail = "; ".join(f"{name}: {n} of {ds[name].size} values" for name, n in bad.items())
-        raise StoreError(f"NaNs in the selected fields ({detail}); select other times/levels or fill them first")
+        raise StoreError(f"NaNs in the selected fields of the {where} ({detail}); select other times/levels or fill them first")
+
+
+def read(data, where: str, name: str) -> np.ndarray:
+    """The values of ``data`` (a lazy DataArray or dask array), read now.
+
+    A failure to read a chunk (corrupted or truncated file, codec error, lost
+    connection) raises :class:`StoreError` naming ``where`` (the store) and the
+    variable ``name`` instead of the codec's traceback.
+    """
+    try:
+        return np.asarray(data.compute() if hasattr(data, "compute") else data)
+    except Exception as err:
+        raise StoreError(
+            f"Cannot read variable {name!r} of the {where}: {type(err).__name__}: {err}. "
+            "A chunk of it is corrupted or unreadable; repair or re-download the store."
+        ) from err

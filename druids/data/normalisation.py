@@ -5,7 +5,10 @@ std; the target is the one-step residual ``x_{t+1} - x_t`` normalised by the
 residual's own per-channel mean and std. All statistics are area-weighted
 (cos latitude, :func:`druids.sphere.area_weights`), population (ddof=0)
 moments over time, latitude and longitude of the *training split only*.
-Channels as in :mod:`druids.data.channels`.
+Channels as in :mod:`druids.data.channels`. Statistics of data larger than
+memory are computed in one streaming pass (:mod:`druids.data.streaming`).
+Static fields of a store (land-sea mask, orography) travel with the statistics,
+normalised, as extra condition channels (:func:`static_condition`).
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ import xarray as xr
 
 from druids.cache import compute_or_load
 from druids.config import DatasetConfig
-from druids.data.channels import SPATIAL_DIMS, from_channels, to_channels
-from druids.data.splits import time_splits, time_step
+from druids.data.channels import SPATIAL_DIMS, STATIC_CHANNELS, from_channels, static_features, to_channels
+from druids.data.splits import split_positions, time_step
+from druids.data.streaming import fits_in_memory, streaming_moments
 from druids.sphere import area_weights
 
 
@@ -38,6 +42,12 @@ class NormStats:
     ``step``: the time step of the residual. Construction raises, naming the
     channel, if a std is not finite or is "zero" (<= 1e-6 |mean|, i.e. below
     float32 resolution of the field).
+
+    ``climatology`` (channel, latitude, longitude): the training split's time
+    mean per grid point, physical units (None in statistics saved before it
+    existed). ``static_fields`` (static_channel, latitude, longitude): the
+    store's static fields, each normalised to area-weighted mean 0 and std 1
+    (a constant field becomes zeros), float32; None without any.
     """
 
     mean: xr.DataArray
@@ -47,6 +57,8 @@ class NormStats:
     latitude: np.ndarray
     longitude: np.ndarray
     step: np.timedelta64
+    climatology: xr.DataArray | None = None
+    static_fields: xr.DataArray | None = None
 
     def __post_init__(self):
         for moment, std, mean in (("state", self.std, self.mean), ("residual", self.residual_std, self.residual_mean)):
@@ -64,14 +76,28 @@ class NormStats:
         return [str(c) for c in self.mean["channel"].values]
 
     @property
+    def static_channel_names(self) -> list[str]:
+        """The condition's static channels: sin/cos of latitude and longitude, then the static fields."""
+        extra = [] if self.static_fields is None else [str(c) for c in self.static_fields["static_channel"].values]
+        return [*STATIC_CHANNELS, *extra]
+
+    @property
     def variables(self) -> tuple[str, ...]:
         """The source variables, in channel order."""
         return tuple(str(v) for v in dict.fromkeys(self.mean["variable"].values))
 
+    def climatology_state(self) -> xr.Dataset:
+        """:attr:`climatology` in the input schema (variables with ``level``, ``units``): the training split's time mean."""
+        if self.climatology is None:
+            raise ValueError("These statistics were saved without a climatology; delete them from the cache to recompute.")
+        return from_channels(self.climatology)
+
     def to_dataset(self) -> xr.Dataset:
         """All statistics in one Dataset (for netCDF)."""
+        optional = {name: getattr(self, name) for name in ("climatology", "static_fields") if getattr(self, name) is not None}
         ds = xr.Dataset(
             {"mean": self.mean, "std": self.std, "residual_mean": self.residual_mean, "residual_std": self.residual_std}
+            | {name: da.drop_vars(SPATIAL_DIMS, errors="ignore") for name, da in optional.items()}
         )
         ds = ds.assign_coords(latitude=("latitude", self.latitude), longitude=("longitude", self.longitude))
         return ds.assign_attrs(step_seconds=float(self.step / np.timedelta64(1, "s")))
@@ -88,6 +114,7 @@ class NormStats:
             latitude=ds["latitude"].values,
             longitude=ds["longitude"].values,
             step=np.timedelta64(round(float(ds.attrs["step_seconds"]) * 1e9), "ns"),
+            **{name: ds[name] for name in ("climatology", "static_fields") if name in ds},
         )
 
     def save(self, path: Path) -> None:
@@ -99,27 +126,79 @@ class NormStats:
             return cls.from_dataset(ds.load())
 
 
-def compute_norm_stats(ds: xr.Dataset, variables: Sequence[str]) -> NormStats:
-    """Area-weighted statistics of state and one-step residual over all of ``ds``.
+def compute_norm_stats(
+    ds: xr.Dataset,
+    variables: Sequence[str],
+    static_variables: Sequence[str] = (),
+    where: str = "dataset",
+    in_memory: bool | None = None,
+    store=None,
+) -> NormStats:
+    """Area-weighted statistics of state and one-step residual over all of ``ds``, and its static fields.
 
-    Pass only the training split. Computed lazily in float64 (one dask compute);
-    NaNs propagate into the statistics and raise.
+    Pass only the training split. The world's data, if it fits in memory
+    (:func:`~druids.data.streaming.fits_in_memory`), is reduced by dask in
+    float64; a store's or larger data in one streaming pass over time blocks
+    (:func:`~druids.data.streaming.streaming_moments`, same moments to float64
+    rounding; faster than dask on stores with one time per chunk). ``in_memory``
+    forces the choice. NaNs propagate into the statistics and raise.
+    ``static_variables``: fields of ``ds`` without time (or at their first time)
+    to normalise (:func:`normalised_static`). ``where`` names the data in errors;
+    ``store``: the zarr store ``ds`` was read from, for the streaming pass to read directly.
     """
     step = time_step(ds["time"].values)
-    x = to_channels(ds, variables).astype("float64")
+    x = to_channels(ds, variables)
+    if (fits_in_memory(x) and store is None) if in_memory is None else in_memory:
+        moments = _dask_moments(x)
+    else:
+        coords = {name: x[name] for name in ("channel", "variable", "level", "units")}
+        computed = streaming_moments(x, where, store=store)
+        moments = [xr.DataArray(computed[name], dims="channel", coords=coords) for name in ("mean", "std", "residual_mean", "residual_std")]
+        moments.append(xr.DataArray(computed["climatology"], dims=x.dims[1:], coords={**coords, **{d: x[d] for d in SPATIAL_DIMS}}))
+    static = normalised_static(ds, static_variables)
+    climatology = moments[4].rename("climatology")
+    return NormStats(*moments[:4], ds["latitude"].values, ds["longitude"].values, step, climatology, static)
+
+
+def _dask_moments(channels: xr.DataArray) -> list[xr.DataArray]:
+    """Mean, std, residual mean, residual std (channel) and time mean (channel, lat, lon) in one dask compute."""
+    x = channels.astype("float64")
     residual = x.isel(time=slice(1, None)) - x.isel(time=slice(None, -1)).assign_coords(time=x["time"].values[1:])
-    weights = area_weights(ds["latitude"])
+    weights = area_weights(x["latitude"])
     dims = ("time", *SPATIAL_DIMS)
     moments = [
         x.weighted(weights).mean(dims, skipna=False),
         x.weighted(weights).std(dims, skipna=False),
         residual.weighted(weights).mean(dims, skipna=False),
         residual.weighted(weights).std(dims, skipna=False),
+        x.mean("time", skipna=False),
     ]
-    mean, std, residual_mean, residual_std = dask.compute(*moments)
-    return NormStats(
-        mean, std, residual_mean, residual_std, ds["latitude"].values, ds["longitude"].values, step
-    )
+    return list(dask.compute(*moments))
+
+
+def normalised_static(ds: xr.Dataset, names: Sequence[str]) -> xr.DataArray | None:
+    """The static fields ``names`` of ``ds``, each minus its area-weighted mean over its area-weighted std
+    (a constant field, e.g. flat orography, becomes zeros); dims (static_channel, latitude, longitude), float32."""
+    if not names:
+        return None
+    weights = area_weights(ds["latitude"])
+    fields = []
+    for name in names:
+        field = ds[name].isel(time=0, drop=True) if "time" in ds[name].dims else ds[name]
+        field = field.reset_coords(drop=True).astype("float64").load()
+        std = float(field.weighted(weights).std(SPATIAL_DIMS))
+        anomaly = field - field.weighted(weights).mean(SPATIAL_DIMS)
+        fields.append(anomaly / std if std > 0 else anomaly * 0.0)
+    out = xr.concat(fields, dim="static_channel").assign_coords(static_channel=list(names))
+    return out.transpose("static_channel", *SPATIAL_DIMS).astype(np.float32)
+
+
+def static_condition(stats: NormStats) -> np.ndarray:
+    """The condition's static channels (:attr:`NormStats.static_channel_names`), float32 (S, latitude, longitude)."""
+    static = static_features(stats.latitude, stats.longitude).values
+    if stats.static_fields is None:
+        return static
+    return np.concatenate([static, stats.static_fields.values.astype(np.float32)])
 
 
 @dataclass(frozen=True)
@@ -130,10 +209,14 @@ class StatsKey:
     variables: tuple[str, ...]
     split_fractions: tuple[float, float, float]
     gap_days: float
+    split_years: tuple[tuple[int, int], ...] | None = None
+    static_variables: tuple[str, ...] = ()
 
     @classmethod
-    def from_config(cls, config: DatasetConfig, data_id: str) -> StatsKey:
-        return cls(data_id, tuple(config.variables), tuple(config.split_fractions), config.gap_days)
+    def from_config(cls, config: DatasetConfig, data_id: str, static_variables=()) -> StatsKey:
+        return cls(
+            data_id, tuple(config.variables), tuple(config.split_fractions), config.gap_days, config.split_years, tuple(static_variables)
+        )
 
 
 def data_fingerprint(ds: xr.Dataset) -> str:
@@ -155,14 +238,18 @@ def data_fingerprint(ds: xr.Dataset) -> str:
 def cached_norm_stats(ds: xr.Dataset, config: DatasetConfig, data_id: str, root: Path | None = None) -> NormStats:
     """Statistics of the training split of ``ds``, from cache or computed and cached (netCDF).
 
-    Keyed by :class:`StatsKey` (``data_id`` + variables + split settings);
-    ``data_id`` identifies the store, e.g. :func:`data_fingerprint`.
+    Keyed by :class:`StatsKey` (``data_id`` + variables + split settings +
+    static fields); ``data_id`` identifies the store, e.g. :func:`data_fingerprint`.
+    The static fields are those of ``config.static_variables`` that ``ds`` has.
     """
-    train = time_splits(ds["time"].values, config.split_fractions, config.gap_days)["train"]
+    train = split_positions(ds["time"].values, config)["train"]
+    static = [name for name in config.static_variables if name in ds.data_vars]
+    held_suarez = config.source == "heldsuarez"
+    where, store = ("Held–Suarez world", None) if held_suarez else (f"store {config.source}", config.source)
     return compute_or_load(
         "normstats",
-        StatsKey.from_config(config, data_id),
-        compute=lambda: compute_norm_stats(ds.isel(time=train), config.variables),
+        StatsKey.from_config(config, data_id, static),
+        compute=lambda: compute_norm_stats(ds.isel(time=train), config.variables, static, where, store=store),
         save=NormStats.save,
         load=NormStats.load,
         suffix="nc",

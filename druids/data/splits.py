@@ -2,7 +2,8 @@
 
 Splits are contiguous time blocks in the order train, val, test, separated by
 gaps, so that samples of different splits are not correlated
-(``DatasetConfig.split_fractions``, ``gap_days``).
+(``DatasetConfig.split_fractions``, ``gap_days``), or given by calendar years
+(``DatasetConfig.split_years``, as WeatherBench2 splits ERA5).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from druids.config import DatasetConfig
@@ -58,8 +60,46 @@ def time_splits(times, fractions: Sequence[float], gap_days: float, min_times: i
     return {name: slice(start, start + size) for name, start, size in zip(SPLITS, starts, sizes)}
 
 
+def year_splits(times, years: Sequence[tuple[int, int]], min_times: int = 2) -> dict[str, slice]:
+    """Train/val/test blocks of positions in ``times`` by calendar year: ``years`` holds three inclusive
+    (first, last) year ranges, in that order and not overlapping. Each block must hold at least ``min_times``."""
+    time_step(times)
+    year = pd.DatetimeIndex(np.asarray(times, dtype="datetime64[ns]")).year.to_numpy()
+    blocks, previous_last = {}, -np.inf
+    for name, (first, last) in zip(SPLITS, years, strict=True):
+        if not previous_last < first <= last:
+            raise ValueError(f"split_years must be three (first, last) year ranges in order without overlap, got {years}")
+        inside = np.flatnonzero((year >= first) & (year <= last))
+        if inside.size < min_times:
+            raise ValueError(
+                f"The {name} years {first}-{last} hold {inside.size} times (need {min_times}); the data covers "
+                f"{year.min()}-{year.max()}. Fix DatasetConfig.split_years or time_range."
+            )
+        blocks[name], previous_last = slice(int(inside[0]), int(inside[-1]) + 1), last
+    return blocks
+
+
+def split_positions(times, config: DatasetConfig, min_times: int = 2) -> dict[str, slice]:
+    """The split blocks of ``config``: by years (``split_years``) if given, else by fractions (:func:`time_splits`)."""
+    if config.split_years is not None:
+        return year_splits(times, config.split_years, min_times)
+    return time_splits(times, config.split_fractions, config.gap_days, min_times)
+
+
 def split(ds: xr.Dataset, config: DatasetConfig, name: str) -> xr.Dataset:
     """The times of ``ds`` in split ``name`` (``"train"``, ``"val"`` or ``"test"``) of ``config``, lazily."""
     if name not in SPLITS:
         raise ValueError(f"Unknown split {name!r}; valid splits are {SPLITS}")
-    return ds.isel(time=time_splits(ds["time"].values, config.split_fractions, config.gap_days)[name])
+    return ds.isel(time=split_positions(ds["time"].values, config)[name])
+
+
+def forecast_window(ds: xr.Dataset, init_times, n_steps: int) -> xr.Dataset:
+    """The states of ``ds`` at ``init_times`` and each of the ``n_steps`` steps after them, loaded.
+
+    What verifies forecasts from ``init_times`` (``n_steps`` leads), read without
+    loading the rest of a long split.
+    """
+    step = time_step(ds["time"].values)
+    starts = np.asarray(init_times, dtype="datetime64[ns]")
+    times = np.unique(starts[:, None] + np.arange(n_steps + 1) * step)
+    return ds.sel(time=times).load()

@@ -178,6 +178,35 @@ class ResBlock(nn.Module):
         return (skip + h) / math.sqrt(2.0)
 
 
+class ZonalMixing(nn.Module):
+    """Global mixing around each latitude circle at the bottleneck: channels mixed per zonal wavenumber.
+
+    ``h + irfft(W_m rfft(norm(h))_m)`` for zonal wavenumbers ``m < wavenumbers``
+    with a learned complex ``C x C`` matrix ``W_m`` per wavenumber: a Fourier
+    neural operator layer (Li et al. 2021, ICLR) in longitude, where the
+    Fourier basis is exact on the sphere. It gives the regional U-Net a global
+    zonal receptive field. Linear and without bias (homogeneous of degree one
+    like the rest of the bias-free network); ``W`` starts at zero, so the block
+    starts as the identity. ``h`` (B, C, H, W) -> (B, C, H, W).
+    """
+
+    def __init__(self, channels: int, wavenumbers: int, bias_free: bool):
+        super().__init__()
+        self.norm = Norm(channels, bias_free)
+        self.wavenumbers = wavenumbers
+        self.weight = nn.Parameter(torch.zeros(wavenumbers, channels, channels, 2))  # (m, out, in, re/im)
+
+    def forward(self, h: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        n_lon = h.shape[-1]
+        if self.wavenumbers > n_lon // 2 + 1:
+            raise ValueError(f"ZonalMixing keeps {self.wavenumbers} zonal wavenumbers; the bottleneck has only {n_lon // 2 + 1}")
+        x = self.norm(h, scale)
+        x = x.float() if x.dtype in (torch.bfloat16, torch.float16) else x  # FFTs in float32 or float64
+        coefficients = torch.fft.rfft(x, dim=-1)[..., : self.wavenumbers]  # (B, C, H, m)
+        mixed = torch.einsum("bchm,mdc->bdhm", coefficients, torch.view_as_complex(self.weight.to(x.dtype)))
+        return h + torch.fft.irfft(mixed, n=n_lon, dim=-1).to(h.dtype)
+
+
 class UNet(nn.Module):
     """U-Net on the lat-lon grid: ``(B, Cin, H, W), c_noise (B,) -> (B, Cout, H, W)``.
 
@@ -186,7 +215,8 @@ class UNet(nn.Module):
     grid is halved between levels (2x2 average pooling, nearest-neighbour
     upsampling), so ``H`` and ``W / 2`` must be divisible by ``2**(L-1)``. Each
     decoder level starts from the upsampled coarser features concatenated with
-    the encoder output of the same level. The output is exactly equivariant to
+    the encoder output of the same level. ``ModelConfig.zonal_mixing`` > 0 adds
+    a :class:`ZonalMixing` block at the bottleneck. The output is exactly equivariant to
     zonal rolls by multiples of ``2**(L-1)`` grid points.
     """
 
@@ -220,6 +250,7 @@ class UNet(nn.Module):
                 in_ch = below + width if j == 0 else width
                 blocks.append(ResBlock(in_ch, width, emb_dim, cfg.activation, cfg.bias_free))
             self.decoder.append(nn.ModuleList(blocks))
+        self.mixing = ZonalMixing(widths[-1], cfg.zonal_mixing, cfg.bias_free) if cfg.zonal_mixing else None
         self.output_norm = Norm(widths[0], cfg.bias_free)
         self.output = SphereConv(widths[0], out_channels, 3, bias=bias)
 
@@ -258,6 +289,9 @@ class UNet(nn.Module):
                 h = block(h, emb, scale)
                 features[f"encoder.{i}.{j}"] = h
             skips.append(h)
+        if self.mixing is not None:
+            h = skips[-1] = self.mixing(h, scale)
+            features["mixing"] = h
         for i in reversed(range(len(self.decoder))):
             if i < len(self.decoder) - 1:
                 h = F.interpolate(h, scale_factor=2, mode="nearest")

@@ -10,7 +10,14 @@ This face re-exports what callers use.
 
 from druids.plotting.climate import climate_figure, rms_series, zonal_profile, zonal_wind_section
 from druids.plotting.cost import sampler_cost_bars
-from druids.plotting.ensembles import ensemble_comparison_maps, ensemble_maps, lead_label, spread_skill_curves
+from druids.plotting.ensembles import (
+    ensemble_comparison_maps,
+    ensemble_maps,
+    field_title,
+    field_units,
+    lead_label,
+    spread_skill_curves,
+)
 from druids.plotting.maps import add_coastlines, land_fraction, map_axes, plot_map
 from druids.plotting.spectra import ensemble_spectra, plot_spectrum
 from druids.plotting.style import DPI, load_manifest, manifest_path, savefig, set_style
@@ -22,6 +29,8 @@ __all__ = [
     "ensemble_comparison_maps",
     "ensemble_maps",
     "ensemble_spectra",
+    "field_title",
+    "field_units",
     "land_fraction",
     "lead_label",
     "load_manifest",

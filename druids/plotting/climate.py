@@ -17,7 +17,7 @@ WIND = "u_component_of_wind"
 def zonal_wind_section(ax, model: xr.DataArray, world: xr.DataArray):
     """Zonal-mean u of dims (level, latitude): the model filled, the world as labelled contours; pressure downwards."""
     units = world.attrs.get("units", "-")
-    filled = ax.contourf(model.latitude, model.level, model, levels=np.arange(-12, 40, 4), cmap="PuOr_r", extend="both")
+    filled = ax.contourf(model.latitude, model.level, model, levels=np.arange(-36, 37, 4), cmap="PuOr_r", extend="both")
     lines = ax.contour(world.latitude, world.level, world, levels=np.arange(-8, 40, 8), colors="k", linewidths=0.7)
     ax.clabel(lines, fmt="%d")
     ax.invert_yaxis()

@@ -14,6 +14,30 @@ import xarray as xr
 from druids.plotting.maps import map_axes, plot_map
 
 
+# CF units of the WeatherBench2 variables the chapters plot (the stores' own attributes say the same)
+UNITS = {
+    "temperature": "K",
+    "u_component_of_wind": "m s-1",
+    "v_component_of_wind": "m s-1",
+    "geopotential": "m2 s-2",
+    "surface_pressure": "Pa",
+    "2m_temperature": "K",
+    "mean_sea_level_pressure": "Pa",
+}
+
+
+def field_units(field: str) -> str:
+    """The units of a channel ``variable@level`` (or a variable), ``field units`` where unknown."""
+    return UNITS.get(field.partition("@")[0], "field units")
+
+
+def field_title(field: str) -> str:
+    """``temperature@562.5`` (a channel name: variable@level) -> ``temperature at 562.5 hPa [K]``."""
+    name, _, level = field.partition("@")
+    where = f" at {level} hPa" if level else ""
+    return f"{name}{where} [{field_units(field)}]"
+
+
 def lead_label(lead) -> str:
     """``+<hours> h`` for a lead time (numpy timedelta64 or a DataArray holding one)."""
     return f"+{float(np.asarray(lead) / np.timedelta64(1, 'h')):g} h"
@@ -91,7 +115,7 @@ def spread_skill_curves(curves: dict[str, xr.Dataset]):
             ax.plot(lead_days, c.spread.sel(field=field), color=f"C{index}", label=f"{label} spread")
             ax.plot(lead_days, c.rmse.sel(field=field), color=f"C{index}", ls="--", label=f"{label} ensemble-mean RMSE")
         ax.set_xlabel("lead time [days]")
-        ax.set_title(field)
-    axes[0, 0].set_ylabel("area-weighted RMS [field units]")
+        ax.set_title(field_title(field))
+        ax.set_ylabel(f"area-weighted RMS [{field_units(field)}]")
     axes[0, 0].legend(fontsize=8)
     return fig

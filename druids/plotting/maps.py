@@ -63,6 +63,7 @@ def plot_map(
     values, lon = add_cyclic_point(da.values, coord=da["longitude"].values)
     if method == "pcolormesh":
         kwargs.setdefault("shading", "nearest")
+        kwargs.setdefault("rasterized", True)  # one image in the PDF: no hairline seams between cells
     mappable = getattr(ax, method)(lon, da["latitude"].values, values, transform=ccrs.PlateCarree(), **kwargs)
     if coastlines:
         add_coastlines(ax)

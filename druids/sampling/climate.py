@@ -22,10 +22,9 @@ from druids.config import DatasetConfig, SamplingConfig, SamplingStudyConfig
 from druids.data.channels import (
     SPATIAL_DIMS,
     from_channels,
-    static_features,
     to_channels,
 )
-from druids.data.normalisation import NormStats
+from druids.data.normalisation import NormStats, static_condition
 from druids.sampling.rollout import (
     MemberBatch,
     advance,
@@ -134,7 +133,7 @@ def rollout_climate(
     """
     check_sampler(sampling_cfg)
     init_times = init_times_of(initial_conditions["time"].values, stats.step, dataset_cfg.history)
-    static = torch.from_numpy(static_features(initial_conditions["latitude"], initial_conditions["longitude"]).values)
+    static = torch.from_numpy(static_condition(stats))
     denoiser = for_sampling(denoiser, sampling_cfg)
     record = _ClimateRecord(len(init_times), n_members, n_steps, stats)
     nfe, start = 0, time.perf_counter()

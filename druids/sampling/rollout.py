@@ -21,8 +21,14 @@ import xarray as xr
 
 from druids import runtime
 from druids.config import DatasetConfig, SamplingConfig
-from druids.data.channels import static_features, to_channels
-from druids.data.normalisation import NormStats, denormalise_state, normalise_state, residual_to_state
+from druids.data.channels import to_channels
+from druids.data.normalisation import (
+    NormStats,
+    denormalise_state,
+    normalise_state,
+    residual_to_state,
+    static_condition,
+)
 from druids.data.splits import time_step
 from druids.sampling.noise import MemberNoise, init_key, member_generator
 from druids.sampling.samplers import sample
@@ -56,7 +62,8 @@ def _condition(history: list[xr.Dataset], static: torch.Tensor, stats: NormStats
     """The model condition as in :class:`~druids.data.dataset.ForecastDataset`, for a batch of states.
 
     ``history``: states at t, t - step, ... (physical, dims ``member, time, ...``);
-    ``static`` ``(4, H, W)``. Returns ``(member * time, history * C + 4, H, W)``,
+    ``static`` ``(S, H, W)`` (:func:`~druids.data.normalisation.static_condition`).
+    Returns ``(member * time, history * C + S, H, W)``,
     rows ordered member-major.
     """
     states = []
@@ -204,7 +211,7 @@ def rollout(
     ``residual_bias`` (see :func:`druids.training.tendency_bias`) is subtracted from every sampled residual.
     """
     variables = tuple(dataset_cfg.variables)
-    static = torch.from_numpy(static_features(initial_conditions["latitude"], initial_conditions["longitude"]).values)
+    static = torch.from_numpy(static_condition(stats))
     denoiser = for_sampling(denoiser, sampling_cfg)
     batches = member_batches(
         denoiser, stats, initial_conditions, init_times, members, sampling_cfg, dataset_cfg, seed, ic_perturbation

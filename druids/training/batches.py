@@ -76,11 +76,12 @@ def perturb_condition(
     generator: torch.Generator,
     latitude=None,
     truncation: int | None = None,
+    n_static: int = len(STATIC_CHANNELS),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Training-time noise on the condition's states, and the target residual from the noisy state.
 
     ``condition`` ``(B, history * C + S, H, W)`` (normalised states, most recent
-    first, then ``S`` static channels), ``target`` ``(B, C, H, W)`` (normalised
+    first, then ``S = n_static`` static channels), ``target`` ``(B, C, H, W)`` (normalised
     residual), ``residual_to_state`` ``(C,)`` (:attr:`ForecastDataset.residual_to_state`).
     Every state of the history gets independent noise ``noise * eps`` in
     residual units (``noise * residual_to_state * eps`` in normalised state
@@ -92,7 +93,7 @@ def perturb_condition(
     (:func:`druids.sphere.truncate`). Returns new tensors.
     """
     n_channels = target.shape[1]
-    n_states = (condition.shape[1] - len(STATIC_CHANNELS)) // n_channels
+    n_states = (condition.shape[1] - n_static) // n_channels
     shape = (condition.shape[0], n_states, n_channels, *condition.shape[2:])
     eps = torch.randn(shape, generator=generator, device=condition.device, dtype=condition.dtype)
     if truncation is not None:

@@ -40,7 +40,6 @@ from torch.nn.parallel import DistributedDataParallel
 from druids import runtime
 from druids.cache import write_json
 from druids.config import Config, to_dict
-from druids.data.channels import STATIC_CHANNELS
 from druids.data.dataset import ForecastDataset, collate
 from druids.data.normalisation import NormStats
 from druids.data.source import open_dataset
@@ -91,7 +90,7 @@ class TrainedModel:
 def build_model(cfg: Config, stats: NormStats) -> Denoiser:
     """The denoiser of ``cfg.model`` for the channels and grid of ``stats``, initialised from ``cfg.seed``."""
     n_target = len(stats.channel_names)
-    n_condition = cfg.dataset.history * n_target + len(STATIC_CHANNELS)
+    n_condition = cfg.dataset.history * n_target + len(stats.static_channel_names)
     band = noise_band(stats.latitude, cfg.dataset.spectral_truncation)
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(batches.stream_seed(cfg.seed, batches.INIT))
@@ -247,7 +246,7 @@ def _accumulate_gradients(loss_module, train_set, cfg: Config, step: int, device
         if tc.condition_noise > 0:
             condition, target = batches.perturb_condition(
                 condition, target, residual_to_state, tc.condition_noise, generator,
-                train_set.latitude, cfg.dataset.spectral_truncation,
+                train_set.latitude, cfg.dataset.spectral_truncation, train_set.n_static,
             )
         share = (hi - lo) / tc.batch_size
         sync = k == len(mine) - 1 or process.world_size == 1  # DDP all-reduces at the last micro-batch

@@ -1,4 +1,4 @@
-"""Forecast verification: errors against the truth and reference forecasts.
+"""The quick skill check: errors of an ensemble mean against the truth and reference forecasts.
 
 Conventions (WeatherBench2): RMSE = sqrt of the area-weighted (cos latitude,
 ``dataset.area_weights``) mean squared error over latitude, longitude and
@@ -7,8 +7,9 @@ initial times; an ensemble is scored through its mean. Scores come from the
 
 Forecast layout: dims (init_time, [member,] lead_time, [level,] latitude,
 longitude); truth layout: the data store's (time, [level,] latitude, longitude).
-:func:`oracle_forecast` puts the Held–Suarez world's oracle ensembles in the
-forecast layout, so that :func:`spread_skill` scores model and oracle alike.
+:class:`SkillValidator` runs :func:`forecast_skill` during training. The full
+probabilistic scores (fair CRPS, spread-skill ratio, ranks, ...) are in
+:mod:`druids.calibration.scores`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import pandas as pd
 import scores
 import xarray as xr
 
-from druids.data import heldsuarez
 from druids.data.diagnostics import field_stack
 from druids.data.splits import split
 from druids.sampling import forecast, initial_states
@@ -158,17 +158,3 @@ def spread_skill(forecast: xr.Dataset, truth: xr.Dataset, fields: list[tuple[str
     return xr.Dataset({"spread": np.sqrt(variance), "rmse": rmse(ensemble, observed)}).assign_attrs(
         n_members=ensemble.sizes["member"]
     )
-
-
-def oracle_forecast(world, init_times, n_members: int, n_steps: int, seed: int, variables=None) -> xr.Dataset:
-    """Oracle ensembles (``heldsuarez.oracle_ensemble``) from ``init_times`` in the model forecast layout.
-
-    Dims (init_time, member, lead_time, [level,] latitude, longitude), physical
-    units; ``variables`` (default: all) keeps those of a model forecast.
-    """
-    parts = []
-    for time in np.asarray(init_times, dtype="datetime64[ns]"):
-        ens = heldsuarez.oracle_ensemble(world, time, n_members, n_steps, seed)
-        ens = ens if variables is None else ens[list(variables)]
-        parts.append(ens.drop_vars("init_time").expand_dims(init_time=[time]))
-    return xr.concat(parts, dim="init_time").transpose("init_time", "member", "lead_time", ...)

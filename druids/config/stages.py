@@ -1,22 +1,9 @@
-"""Frozen configuration values for every stage, grouped into named profiles.
-
-A configuration is a value: it is printed, hashed (:func:`config_hash`) and
-saved with every artifact, so a changed setting never reuses a stale cache.
-
-Profiles
---------
-``smoke``   seconds to a few minutes per chapter on 2 CPU cores (tests).
-``default`` ``make all`` on a 2-core laptop, scientifically meaningful.
-``gpu``     the paper-quality run on one GPU.
-"""
+"""Configuration of the pipeline's stages: the world, its oracles and climate runs, the dataset, the model,
+its training and its sampling. Frozen dataclasses: a configuration is a value (hashed, saved with artifacts)."""
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -112,6 +99,17 @@ class DatasetConfig:
     ``"heldsuarez"``, the world of ``Config.world``, or the path or fsspec URL
     of a WeatherBench2-layout zarr store. ``levels``: the pressure levels (hPa)
     to read from such a store (None: all of them; the world uses all of its own).
+
+    Stores only (the world ignores these): ``time_range`` (first, last) ISO
+    times to read (None: all); ``step_hours``: the model's time step, a finer
+    store (hourly ERA5) is sub-sampled to it at 00, 06, ... UTC;
+    ``split_years``: inclusive (first, last) years of the train, validation and
+    test splits (None: ``split_fractions`` and ``gap_days`` as for the world);
+    ``static_variables``: time-invariant fields (land-sea mask, orography) that
+    join the condition when the store has them (missing ones are left out with
+    a warning); ``grid``: ``(n_lon, n_lat)`` of the equiangular grid the model
+    works on, a store on another grid is regridded conservatively to it (None:
+    the store's grid).
     """
 
     variables: tuple[str, ...] = (
@@ -126,6 +124,11 @@ class DatasetConfig:
     spectral_truncation: int | None = 21
     source: str = "heldsuarez"
     levels: tuple[float, ...] | None = None
+    time_range: tuple[str, str] | None = None
+    step_hours: int = 6
+    split_years: tuple[tuple[int, int], tuple[int, int], tuple[int, int]] | None = None
+    static_variables: tuple[str, ...] = ()
+    grid: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,8 @@ class ModelConfig:
     denoiser is homogeneous of degree 1 in (noisy target, condition); it needs
     ``activation`` "relu" or "leaky_relu" ("silu", "gelu" for the biased net).
     ``sigma_data``: std of the (normalised residual) targets.
+    ``zonal_mixing``: zonal wavenumbers mixed globally at the U-Net's bottleneck
+    (``druids.models.network.ZonalMixing``; 0: none).
     ``latitude_weighting``: loss weight per latitude (``druids.sphere.latitude_weights``):
     "area" (cos latitude), "sqrt_area" or "uniform". Default "sqrt_area": it
     counts the polar caps about three times more than their area, so that the
@@ -161,6 +166,7 @@ class ModelConfig:
     sigma_min: float = 0.02
     sigma_max: float = 88.0
     rho: float = 7.0
+    zonal_mixing: int = 0
 
 
 @dataclass(frozen=True)
@@ -252,192 +258,3 @@ class SamplingConfig:
     conserve_mass: bool = True
     bf16: bool = False
     channels_last: bool = False
-
-
-@dataclass(frozen=True)
-class SkillConfig:
-    """The quick forecast-skill check of chapter 02: a few test-split initial
-    times, a small ensemble and a cheap sampler (``n_levels`` noise levels)."""
-
-    n_init: int = 8
-    n_members: int = 8
-    n_levels: int = 10
-    leads_hours: tuple[int, ...] = (6, 24)
-
-
-@dataclass(frozen=True)
-class SamplingStudyConfig:
-    """Sizes of the sampling chapter (03); samplers and leads follow ``SamplingConfig``.
-
-    Ensembles: ``n_init`` initial times evenly spaced over the test split, each
-    with ``n_members`` model members (``SamplingConfig``'s sampler) and as many
-    oracle members, ``SamplingConfig.lead_steps`` steps ahead; maps at
-    ``map_leads_hours``. Climate: free-running rollouts of ``climate_members``
-    member(s) for ``climate_days`` from the first test time, with
-    ``climate_sampler`` on ``climate_n_levels`` noise levels and churn
-    ``climate_churn`` (``SamplingConfig.s_churn``), and again with churn
-    ``climate_compare_churn`` (None: not run) to compare how long members stay
-    stable. Churn re-noises the state within each step (GenCast's sampler);
-    without it each step solves the probability-flow ODE from fresh noise.
-    Cost table: every sampler timed over ``timing_steps`` steps of
-    ``timing_members`` members after a warm-up step. Measured costs are in
-    ``bench/RESULTS.md`` and the README.
-    """
-
-    n_init: int = 1
-    n_members: int = 8
-    map_leads_hours: tuple[int, ...] = (24, 72, 120, 240)
-    climate_days: float = 365.0
-    climate_members: int = 2
-    climate_sampler: str = "dpmpp_2s"
-    climate_n_levels: int = 10
-    climate_churn: float = 0.0
-    climate_compare_churn: float | None = 2.5
-    timing_members: int = 4
-    timing_steps: int = 1
-
-
-@dataclass(frozen=True)
-class ReferenceLevels:
-    """The pressure levels (hPa) of the figures and headline numbers, named once.
-
-    ``upper``: jet-level winds; ``middle``: mid-level temperature (and
-    geopotential); ``lower``: low-level temperature. The Held–Suarez world's
-    levels are sigma x 1000 hPa (312.5, 562.5, 812.5); a WeatherBench2 store
-    would use e.g. 250, 500 and 850 hPa.
-    """
-
-    upper: float = 312.5
-    middle: float = 562.5
-    lower: float = 812.5
-
-    @property
-    def headline_fields(self) -> list[tuple[str, float]]:
-        """(variable, level) of the headline scores: mid-level temperature and jet-level zonal wind."""
-        return [("temperature", self.middle), ("u_component_of_wind", self.upper)]
-
-    @property
-    def skill_fields(self) -> list[tuple[str, float]]:
-        """The headline fields and the jet-level meridional wind: the quick skill check's fields."""
-        return [*self.headline_fields, ("v_component_of_wind", self.upper)]
-
-
-@dataclass(frozen=True)
-class Config:
-    """Everything a chapter needs; one per profile."""
-
-    profile: str
-    seed: int = 0
-    world: WorldConfig = field(default_factory=WorldConfig)
-    oracle: OracleConfig = field(default_factory=OracleConfig)
-    climate: ClimateConfig = field(default_factory=ClimateConfig)
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    skill: SkillConfig = field(default_factory=SkillConfig)
-    sampling_study: SamplingStudyConfig = field(default_factory=SamplingStudyConfig)
-    levels: ReferenceLevels = field(default_factory=ReferenceLevels)
-
-
-def _smoke() -> Config:
-    return Config(
-        profile="smoke",
-        world=WorldConfig(spinup_days=10.0, n_days=10.0, chunk_times=8, noise_amplitude=3e-3),
-        oracle=OracleConfig(n_members=4, n_perturbed_members=3, lead_days=2.0, n_init=1),
-        climate=ClimateConfig(n_days=20.0, average_after_days=10.0),
-        dataset=DatasetConfig(gap_days=0.5),
-        model=ModelConfig(base_channels=8, channel_mults=(1, 2), blocks_per_level=1),
-        training=TrainingConfig(batch_size=4, n_steps=20, warmup_steps=4, checkpoint_every=10, val_every=10, val_batches=2),
-        sampling=SamplingConfig(n_levels=6, lead_steps=4, member_batch=3),
-        skill=SkillConfig(n_init=2, n_members=2, n_levels=4),
-        sampling_study=SamplingStudyConfig(n_members=3, map_leads_hours=(12, 24), climate_days=2.0, climate_n_levels=3, timing_members=2),
-    )
-
-
-def _default() -> Config:
-    # GenCast's sampler on 10 instead of 20 noise levels (19 instead of 39 NFE per
-    # step) so that 16-member, 10-day ensembles from 2 initial times take minutes
-    # on 2 CPU cores; the gpu profile keeps GenCast's 20 levels.
-    return Config(
-        profile="default",
-        training=TrainingConfig(n_steps=3000, flow_n_steps=1000, micro_batch=4),
-        sampling=SamplingConfig(n_levels=10),
-        sampling_study=SamplingStudyConfig(n_init=2, n_members=16),
-    )
-
-
-def _gpu() -> Config:
-    return Config(
-        profile="gpu",
-        world=WorldConfig(n_days=5 * 365.0),
-        oracle=OracleConfig(n_members=50, n_perturbed_members=20, lead_days=15.0, n_init=8),
-        climate=ClimateConfig(n_days=1000.0, average_after_days=200.0),
-        model=ModelConfig(base_channels=64, channel_mults=(1, 2, 2, 4)),
-        training=TrainingConfig(
-            batch_size=64,
-            n_steps=50000,
-            lr=4e-4,
-            ema_decay=0.999,
-            bf16=True,
-            compile=True,
-            checkpoint_every=2000,
-            val_every=2000,
-            val_batches=8,
-        ),
-        sampling=SamplingConfig(lead_steps=60, member_batch=50),
-        skill=SkillConfig(n_init=32, n_members=16, n_levels=20),
-        sampling_study=SamplingStudyConfig(n_init=8, n_members=50, climate_days=3 * 365.0, climate_members=4, climate_n_levels=10),
-    )
-
-
-PROFILES = {"smoke": _smoke, "default": _default, "gpu": _gpu}
-
-
-def get_config(profile: str = "default", seed: int | None = None) -> Config:
-    """The configuration of a named profile (``smoke``, ``default``, ``gpu``)."""
-    if profile not in PROFILES:
-        raise ValueError(f"Unknown profile {profile!r}; valid profiles are: {', '.join(PROFILES)}")
-    cfg = PROFILES[profile]()
-    if seed is not None:
-        cfg = dataclasses.replace(cfg, seed=seed, world=dataclasses.replace(cfg.world, seed=seed))
-    return cfg
-
-
-def objective_config(cfg: Config, objective: str) -> Config:
-    """``cfg`` for the ``objective`` ("edm" or "flow") model: ``model.objective`` set and, for
-    flow, ``training.n_steps`` replaced by ``training.flow_n_steps`` where that is given."""
-    if objective not in ("edm", "flow"):
-        raise ValueError(f"objective must be 'edm' or 'flow', not {objective!r}")
-    training = cfg.training
-    if objective == "flow" and training.flow_n_steps is not None:
-        training = dataclasses.replace(training, n_steps=training.flow_n_steps)
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, objective=objective), training=training)
-
-
-def to_dict(cfg: Any) -> dict:
-    """A JSON-serialisable dict of a (nested) config dataclass."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))
-
-
-def config_hash(cfg: Any, length: int = 12) -> str:
-    """Stable hex digest of a config dataclass; keys caches and file names."""
-    text = json.dumps({"type": type(cfg).__name__, **to_dict(cfg)}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
-
-
-def from_dict(cls: type, data: dict) -> Any:
-    """Rebuild a (nested) config dataclass from :func:`to_dict` output."""
-    kwargs = {}
-    hints = {f.name: f for f in dataclasses.fields(cls)}
-    for key, value in data.items():
-        if key not in hints:
-            raise ValueError(f"{cls.__name__} has no field {key!r}")
-        ftype = hints[key].type
-        target = globals().get(ftype) if isinstance(ftype, str) else ftype
-        if dataclasses.is_dataclass(target):
-            value = from_dict(target, value)
-        elif isinstance(value, list):
-            value = tuple(value)
-        kwargs[key] = value
-    return cls(**kwargs)

@@ -15,6 +15,7 @@
 profile = "smoke"  # smoke | default | gpu
 seed = 0
 device = "auto"  # auto | cpu | cuda
+data_source = None  # None: the profile's data; or a WeatherBench2-layout zarr path/URL (druids run --data)
 
 # %% [markdown]
 # # Chapter 5 — Calibration: are the ensembles right?
@@ -24,6 +25,8 @@ device = "auto"  # auto | cpu | cuda
 # because the Held–Suarez world's oracle samples the *exact* forecast distribution, we
 # also measure the model's distribution against the right one from the same states.
 # Then we ask where the errors come from and try to remove them on held-out initial times.
+# On a WeatherBench2 store (ERA5) everything scored against the verifying analysis runs as
+# here; what needs the oracle is skipped, with a printed note.
 #
 # Conventions (docstrings of `druids.calibration.scores`): latitude-weighted means; the
 # fair CRPS (Ferro 2014) is the headline score; spread is the root of the mean unbiased
@@ -44,13 +47,13 @@ from IPython.display import display
 from druids import calibration, plotting, runtime, sampling, training
 from druids.calibration import experiments, oracle, recalibration, reliability, sampler_study, scores, tables
 from druids.calibration.ensembles import Controls
-from druids.config import get_config, objective_config
-from druids.data import source, splits
+from druids.config import get_config, objective_config, with_data
+from druids.data import source
 from druids.data.diagnostics import field_stack
 from druids.values import write_values
 
 plotting.set_style()
-cfg = get_config(profile, seed=seed)
+cfg = with_data(get_config(profile, seed=seed), data_source)
 cal = cfg.calibration
 HELD_SUAREZ = source.is_held_suarez(cfg)  # the oracle exists only for the Held–Suarez world
 FIELDS = cfg.levels.skill_fields
@@ -64,7 +67,6 @@ denoisers = {obj: run.denoiser.to(runtime.resolve_device(device)).eval() for obj
 stats = runs["edm"].stats
 data = source.open_dataset(cfg)[0]
 variables = list(cfg.dataset.variables)
-skip = "skipped: the data is not the Held–Suarez world, which alone has an oracle ensemble"
 
 # %% [markdown]
 # ## Scorecards: the model and the oracle against the truth
@@ -76,7 +78,8 @@ skip = "skipped: the data is not the Held–Suarez world, which alone has an ora
 # %%
 test_times = experiments.split_init_times(data, cfg, "test", cal.n_init, cal.lead_steps)
 start = time.perf_counter()
-test = experiments.model_and_oracle(denoisers["edm"], stats, data, cfg, test_times, cal.lead_steps, with_oracle=HELD_SUAREZ)
+with_oracle = source.skip_unless_held_suarez(cfg, "the oracle's ensembles beside the model's in the scores below")
+test = experiments.model_and_oracle(denoisers["edm"], stats, data, cfg, test_times, cal.lead_steps, with_oracle=with_oracle)
 model, oracle_ens, truth = test.fields(FIELDS)
 ensembles = {"model": model} | ({"oracle": oracle_ens} if HELD_SUAREZ else {})
 cards = {label: scores.scorecard(ens, truth, cal.n_boot) for label, ens in ensembles.items()}
@@ -126,15 +129,15 @@ flatness.round(3)
 
 # %% [markdown]
 # Threshold events: a field above its training-split mean plus `event_std` standard
-# deviations at that grid point. The forecast probability is the fraction of members
+# deviations at that grid point (the mean of the whole split, from the normalisation
+# statistics; the standard deviation over up to `experiments.EVENT_STD_TIMES` evenly spaced
+# training times, all of a short split). The forecast probability is the fraction of members
 # above the threshold; the CORP reliability diagram (Dimitriadis, Gneiting & Jordan
 # 2021) is the isotonic regression of the outcome on that probability, and the Brier
 # score splits exactly into miscalibration - discrimination + uncertainty.
 
 # %%
-train = splits.split(data[variables], cfg.dataset, "train")
-climate = field_stack(train.mean("time"), FIELDS).load(), field_stack(train.std("time"), FIELDS).load()
-threshold = climate[0] + cal.event_std * climate[1]
+threshold = experiments.event_thresholds(data, stats, cfg, FIELDS)
 corp = {(label, field): reliability.reliability(reliability.event_probability(ens.sel(field=field), threshold.sel(field=field)),
                                                 truth.sel(field=field) >= threshold.sel(field=field))
         for label, ens in ensembles.items() for field in model.field.values}  # fmt: skip
@@ -161,7 +164,7 @@ brier.round(4)
 # wavenumber relative to the oracle's.
 
 # %%
-if HELD_SUAREZ:
+if source.skip_unless_held_suarez(cfg, "the model against the oracle (this cell and the next two)"):
     gap = oracle.oracle_comparison(model, oracle_ens)
     coverage = oracle.interval_coverage(model, oracle_ens)
     truncation = cfg.dataset.spectral_truncation or cfg.world.truncation
@@ -172,8 +175,6 @@ if HELD_SUAREZ:
         crps_ratio=headline["model"].crps_fair / headline["oracle"].crps_fair, ssr_model=headline["model"].ssr, ssr_oracle=headline["oracle"].ssr
     )
     display(tables.lead_hours(gap_table).to_dataframe().reorder_levels(["field", "lead_hours"]).sort_index().round(2))
-else:
-    print(skip)
 
 # %%
 if HELD_SUAREZ:
@@ -214,8 +215,6 @@ if HELD_SUAREZ:
                        split=True, inner="stick", sharey=False, height=2.8, aspect=1.3)  # fmt: skip
     grid.set_titles("{col_name}, +{row_name:g} h", size=9).set_axis_labels("grid point", "member values [field units]")
     plotting.savefig(grid.figure, "calibration_distributions")
-else:
-    print(skip)
 
 # %% [markdown]
 # ## Where the error comes from
@@ -227,7 +226,7 @@ else:
 # later leads accumulate the model's own states.
 
 # %%
-if HELD_SUAREZ:
+if source.skip_unless_held_suarez(cfg, "where the error comes from (model and oracle from the same perturbed states)"):
     source_times = test_times[np.unique(np.linspace(0, len(test_times) - 1, cal.source_init).round().astype(int))]
     steps = min(cal.source_steps, cal.lead_steps)
     sources = experiments.error_sources(denoisers["edm"], stats, data, cfg, source_times, steps, base=test)
@@ -243,8 +242,6 @@ if HELD_SUAREZ:
     plotting.savefig(fig, "calibration_sources")
     source_ratio = pd.DataFrame({origin: (spreads["model", origin] / spreads["oracle", origin]).isel(lead_time=[0, -1]).to_series() for origin in ("noise", "initial states", "both")})
     source_ratio.round(2)
-else:
-    print(skip)
 
 # %% [markdown]
 # Over-fitting would show as a different calibration on the states the model was trained
@@ -253,12 +250,12 @@ else:
 # %%
 steps = min(cal.source_steps, cal.lead_steps)
 train_times = experiments.split_init_times(data, cfg, "train", cal.train_init, steps)
-on_train = experiments.model_and_oracle(denoisers["edm"], stats, data, cfg, train_times, steps, with_oracle=HELD_SUAREZ)
+on_train = experiments.model_and_oracle(denoisers["edm"], stats, data, cfg, train_times, steps, with_oracle=with_oracle)
 split_ssr = {}
 for name, ens in (("train", on_train), ("test", test)):
     m, o, t = ens.fields(FIELDS, leads=ens.model.lead_time.values[1 : steps + 1])
     split_ssr[name, "model SSR"] = scores.headline(scores.components(m, t)).ssr
-    if HELD_SUAREZ:
+    if with_oracle:
         split_ssr[name, "spread ratio"] = oracle.spread_ratio(m, o)
 split_table = pd.DataFrame({key: tables.lead_hours(v).to_series() for key, v in split_ssr.items()})
 split_table.round(3)
@@ -273,7 +270,8 @@ split_table.round(3)
 # %%
 sweep_times = experiments.split_init_times(data, cfg, "test", cal.sweep_init, cal.sweep_steps)
 sweep_states = sampling.initial_states(data[variables], sweep_times, cfg.dataset.history)
-sweep_oracle = calibration.oracle_forecast(cfg.world, sweep_times, cal.n_members, cal.sweep_steps, cfg.seed, variables) if HELD_SUAREZ else None
+sweep_oracle = (calibration.oracle_forecast(cfg.world, sweep_times, cal.n_members, cal.sweep_steps, cfg.seed, variables)
+                if source.skip_unless_held_suarez(cfg, "the oracle's spread and distance in the sampler study") else None)
 settings = {
     "edm": sampler_study.diffusion_sweep(cfg.sampling, cal.sweep_levels, cal.sweep_churns, cal.sweep_noises, cal.sweep_initial_scales),
     "flow": sampler_study.flow_sweep(cfg.sampling, cal.flow_levels, cal.flow_diffusions),
@@ -371,7 +369,7 @@ plotting.savefig(grid.figure, "calibration_before_after")
 per_lead = {label: scores.headline(scores.components(ens, truth)).ssr for label, ens in variants.items()}
 targets = pd.DataFrame({label: {f"SSR within 10 % at every lead, {field}": bool((abs(ssr.sel(field=field) - 1) <= 0.1).all())
                                 for field in (T_MID, U_JET)} for label, ssr in per_lead.items()}).T  # fmt: skip
-if HELD_SUAREZ:
+if source.skip_unless_held_suarez(cfg, "the fair-CRPS gap to the oracle among the targets"):
     pooled = after.set_index(["variant", "field"]).crps_fair
     for field in (T_MID, U_JET):
         gaps = {label: pooled[label, field] - pooled["oracle", field] for label in variants}

@@ -150,6 +150,27 @@ def test_controlled_forecast_without_controls_is_the_forecast(store, stats):
     assert got.attrs["nfe_per_step"] == expected.attrs["nfe_per_step"]
 
 
+def test_controlled_forecast_conditions_on_a_stores_static_fields(store):
+    """Statistics with a store's static fields (land-sea mask, orography): the condition has 4 + 2 static channels,
+    those of ``static_condition``, and the members equal ``sampling.forecast``'s."""
+    lat, lon = np.deg2rad(store.latitude), np.deg2rad(store.longitude)
+    with_static = store.assign(land_sea_mask=(np.cos(lat) * np.sin(2 * lon) > 0.3).astype(np.float32),
+                               geopotential_at_surface=2e3 * np.sin(lat) ** 2 * np.cos(lon))  # fmt: skip
+    stats = normalisation.compute_norm_stats(with_static, VARIABLES, ["land_sea_mask", "geopotential_at_surface"])
+    init = with_static[list(VARIABLES)].isel(time=[3, 10])
+    torch.manual_seed(0)
+    model = build_denoiser(ModelConfig(base_channels=4, channel_mults=(1,), blocks_per_level=1), 3, 3 + 6)
+    expected = sampling.forecast(model, stats, init, 2, 2, SAMPLING, DATASET, seed=1, progress=False)
+    got = controlled_forecast(model, stats, init, 2, 2, SAMPLING, DATASET, seed=1)
+    xr.testing.assert_identical(got.drop_attrs(), expected.drop_attrs())
+    recorder = Analytic(around_state)
+    controlled_forecast(recorder, stats, init, 2, 1, SAMPLING, DATASET, seed=1, controls=Controls(noise_scale=0.5))
+    static = torch.from_numpy(normalisation.static_condition(stats))
+    assert static.shape[0] == 6 and recorder.conditions
+    for condition in recorder.conditions:
+        assert condition.shape[1] == 3 + 6 and torch.equal(condition[:, 3:], static.expand(condition.shape[0], -1, -1, -1))
+
+
 def test_sampling_temperature_scales_the_spread_exactly_for_a_gaussian(store, stats):
     """Probability-flow ODE (no churn) on an exact Gaussian denoiser: the samples' spread is proportional to the noise scale."""
     ode = dataclasses.replace(SAMPLING, s_churn=0.0)

@@ -1,6 +1,10 @@
 """The smoke chapters 01-03 end to end on the Held–Suarez world written in ERA5's conventions (tests/wb2.py),
 as ``druids run 01_data 02_training 03_sampling --profile smoke --data STORE`` runs them (about 3 minutes on
-2 CPU cores: three kernels, two 20-step trainings, the quick ensembles and the sampler timings)."""
+2 CPU cores: three kernels, two 20-step trainings, the quick ensembles and the sampler timings).
+
+Chapter 05 (calibration) is checked through its functions on the same store and trained model (seconds),
+not run whole: its smoke run on the store costs about a minute more (59 s measured on 2 busy CPU cores).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,17 @@ import json
 import re
 
 import nbformat
+import numpy as np
 import pytest
+import torch
 
 import wb2
-from druids import cli
+from druids import calibration, cli, training
+from druids.calibration import experiments, scores, tables
+from druids.config import objective_config, with_data
+from druids.data import source, splits
+from druids.data.diagnostics import field_stack
+from druids.data.normalisation import static_condition
 
 CHAPTERS = ("01_data", "02_training", "03_sampling")
 pytestmark = pytest.mark.slow
@@ -62,3 +73,30 @@ def test_held_suarez_only_parts_are_skipped_visibly(era5_run):
     figures = {p.stem for p in (out / "figures").glob("*.png")}
     assert {"data_snapshots", "training_loss_curves", "sampling_spread_skill", "sampling_cost"} <= figures
     assert not figures & {"data_predictability", "data_noise_effect", "sampling_oracle_maps", "sampling_climate"}
+
+
+def test_calibration_functions_on_the_era5_schema_store(era5_run, smoke_config):
+    """Chapter 05's steps on the store with chapter 02's EDM model: the condition carries the store's static fields,
+    model ensembles without an oracle are scored, events are set from the statistics' climatology, and the
+    quick skill check steps by the data."""
+    store = era5_run[0]
+    cfg = with_data(smoke_config, store)
+    data, stats = source.open_dataset(cfg, progress=False)
+    run = training.load_trained(objective_config(cfg, "edm"), progress=False, device="cpu")
+    assert stats.static_channel_names[-2:] == ["land_sea_mask", "geopotential_at_surface"]
+    static = torch.from_numpy(static_condition(stats))
+    assert static.shape[0] == 6 and torch.isfinite(static).all()
+    fields = cfg.levels.skill_fields
+    times = experiments.split_init_times(data, cfg, "test", 2, 2)
+    ens = experiments.model_and_oracle(run.denoiser.eval(), stats, data, cfg, times, 2, with_oracle=False)
+    model, oracle, truth = ens.fields(fields)
+    assert oracle is None and model.sizes["member"] == cfg.calibration.n_members
+    card = scores.scorecard(model, truth, n_boot=5).sel(bound="estimate")
+    assert bool(np.isfinite(card.crps_fair).all()) and bool((card.ssr > 0).all())
+    assert "energy_distance" not in tables.summary(model, truth, None, n_boot=5)
+    train = field_stack(splits.split(data, cfg.dataset, "train"), fields).astype("float64")
+    threshold = experiments.event_thresholds(data, stats, cfg, fields)  # this store's training split is short: every time
+    np.testing.assert_allclose(threshold, train.mean("time") + cfg.calibration.event_std * train.std("time"), rtol=1e-5, atol=1e-5)
+    forecast, table = calibration.forecast_skill(run.denoiser.eval(), stats, data, cfg, progress=False)
+    assert forecast.lead_time.values[-1] == np.timedelta64(max(cfg.skill.leads_hours), "h")
+    assert bool(np.isfinite(table.to_numpy()).all()) and (table["model"] < table["climatology"]).all()

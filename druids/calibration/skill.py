@@ -22,7 +22,7 @@ import scores
 import xarray as xr
 
 from druids.data.diagnostics import field_stack
-from druids.data.splits import split
+from druids.data.splits import forecast_window, split
 from druids.sampling import forecast, initial_states
 from druids.sphere import area_weights
 
@@ -85,6 +85,14 @@ def skill_table(
     return pd.DataFrame(rows).set_index(["field", "lead_hours"])
 
 
+def step_hours(stats) -> int:
+    """The data's time step in whole hours (``stats.step``: what one forecast step advances)."""
+    hours = stats.step / np.timedelta64(1, "h")
+    if hours != round(hours):
+        raise ValueError(f"the data's time step {stats.step} is not a whole number of hours")
+    return round(hours)
+
+
 def forecast_skill(
     denoiser, stats, data: xr.Dataset, cfg, split_name: str = "test", leads_hours=None, progress: bool = True
 ) -> tuple[xr.Dataset, pd.DataFrame]:
@@ -92,34 +100,41 @@ def forecast_skill(
 
     ``cfg`` is a :class:`druids.config.Config`; ``cfg.skill`` sets the number of
     initial times (evenly spaced over split ``split_name``), members and sampler noise
-    levels; ``leads_hours`` defaults to ``cfg.skill.leads_hours``. Climatology
-    is the training split's time mean per grid point. Returns the forecast and
-    :func:`skill_table`. The forecast runs in this process alone, also under
-    ``torchrun`` (training validates on rank 0 while the other ranks wait).
+    levels; ``leads_hours`` (multiples of the data's step, ``stats.step``) defaults to
+    ``cfg.skill.leads_hours``. Climatology is the training split's time mean per grid
+    point as the statistics hold it (``stats.climatology``), not a new pass over the
+    split; only the verifying states are read (:func:`~druids.data.splits.forecast_window`).
+    Returns the forecast and :func:`skill_table`. The forecast runs in this process
+    alone, also under ``torchrun`` (training validates on rank 0 while the other ranks wait).
     """
     leads_hours = list(cfg.skill.leads_hours if leads_hours is None else leads_hours)
+    step = step_hours(stats)
+    if any(lead % step for lead in leads_hours):
+        raise ValueError(f"leads {leads_hours} h are not all multiples of the data's {step}-h step")
+    max_steps = max(leads_hours) // step
     part = split(data, cfg.dataset, split_name)
-    max_steps = max(leads_hours) // cfg.world.output_hours
     history = cfg.dataset.history
     last = part.sizes["time"] - 1 - max_steps
     if last < history - 1:
         raise ValueError(f"the {split_name} split ({part.sizes['time']} times) is too short for {max_steps}-step forecasts")
-    starts = np.unique(np.linspace(history - 1, last, cfg.skill.n_init).round().astype(int))
+    init_times = part.time.values[np.unique(np.linspace(history - 1, last, cfg.skill.n_init).round().astype(int))]
     sampling = dataclasses.replace(cfg.sampling, n_levels=cfg.skill.n_levels, member_batch=cfg.skill.n_members)
     fc = forecast(
-        denoiser, stats, initial_states(part, part.time.values[starts], history), cfg.skill.n_members, max_steps, sampling, cfg.dataset,
+        denoiser, stats, initial_states(part, init_times, history), cfg.skill.n_members, max_steps, sampling, cfg.dataset,
         seed=cfg.seed, progress=progress, shard=False,
     )
-    fc = fc.sel(init_time=part.time.values[starts])
-    climatology = split(data, cfg.dataset, "train").mean("time").load()
-    return fc, skill_table(fc, part.load(), climatology, cfg.levels.skill_fields, leads_hours)
+    fc = fc.sel(init_time=init_times)
+    fields = cfg.levels.skill_fields
+    truth = forecast_window(part[list(dict.fromkeys(name for name, _ in fields))], init_times, max_steps)
+    return fc, skill_table(fc, truth, stats.climatology_state(), fields, leads_hours)
 
 
 class SkillValidator:
-    """A ``druids.training`` validator: 6-h skill of a quick ensemble on the validation split.
+    """A ``druids.training`` validator: one-step skill of a quick ensemble on the validation split.
 
     ``SkillValidator(cfg)(denoiser, stats, data) -> dict`` with, per field of
-    ``cfg.levels.skill_fields``, the ensemble-mean, persistence and climatology RMSE.
+    ``cfg.levels.skill_fields``, the ensemble-mean, persistence and climatology RMSE
+    one data step (``stats.step``, 6 h) ahead.
     A class rather than a closure so that it pickles into the processes of
     ``training.train(..., processes=N)``.
     """
@@ -129,7 +144,7 @@ class SkillValidator:
 
     def __call__(self, denoiser, stats, data) -> dict:
         cfg = self.cfg
-        table = forecast_skill(denoiser, stats, data, cfg, split_name="val", leads_hours=[cfg.world.output_hours], progress=False)[1]
+        table = forecast_skill(denoiser, stats, data, cfg, split_name="val", leads_hours=[step_hours(stats)], progress=False)[1]
         table = table.reset_index()
         return {"field": table["field"].tolist(), **{k: table[k].tolist() for k in ("model", "persistence", "climatology")}}
 

@@ -99,6 +99,9 @@ def execute_chapter(
     notebook = jupytext.read(paths.NOTEBOOKS / f"{stem}.py")
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     jupytext.write(notebook, source)
+    if data is not None and "data_source" not in papermill.inspect_notebook(str(source)):
+        source.unlink()
+        raise typer.BadParameter(f"chapter {stem} has no data_source parameter: it cannot run on {data}", param_hint="--data")
     clock = time.perf_counter()
     try:
         with provenance.run_environment(profile, config_hash(with_data(get_config(profile, seed=seed), data))):

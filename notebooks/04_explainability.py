@@ -15,9 +15,10 @@
 profile = "smoke"  # smoke | default | gpu
 seed = 0
 device = "auto"  # auto | cpu | cuda
+data_source = None  # None: the profile's data; or a WeatherBench2-layout zarr path/URL (druids run --data)
 
 # %% [markdown]
-# # Chapter 4 — Explainability I: the Jacobian of the denoiser
+# # Chapter 4 — Explainability: the Jacobian of the denoiser, and what the model represents
 #
 # The EDM denoiser of chapter 2 is bias-free, so D(y, c; sigma) = J_y y + J_c c holds
 # exactly (Euler's identity): at every point the network *is* a linear filter, its
@@ -36,6 +37,7 @@ device = "auto"  # auto | cpu | cuda
 # R with eigenvalues in [0, 1]; how far the trained model is from that is part of the story.
 
 # %%
+import dataclasses
 import time
 
 import matplotlib.pyplot as plt
@@ -44,15 +46,20 @@ import pandas as pd
 import torch
 from matplotlib.ticker import NullFormatter
 
+from tqdm.auto import tqdm
+
 from druids import plotting, runtime, training
-from druids.config import get_config, objective_config
+from druids.config import get_config, objective_config, with_data
 from druids.data import dataset, heldsuarez, source
-from druids.explain import NoiseGeometry, anatomy, basis, locality, oracle_link, spectra, study, trace
+from druids.data.channels import to_channels
+from druids.explain import NoiseGeometry, anatomy, autoencoder, basis, locality, memorisation, oracle_link, representation, sensitivity, spectra, study, trace
+from druids.explain import features as layer_features
+from druids.explain.adjoint import WorldAdjoint
 from druids.explain.operators import Linearisation
 from druids.values import write_values
 
 plotting.set_style()
-cfg = get_config(profile, seed=seed)
+cfg = with_data(get_config(profile, seed=seed), data_source)
 ex = cfg.explain
 HELD_SUAREZ = source.is_held_suarez(cfg)  # the oracle exists only for the Held–Suarez world
 print(ex)
@@ -342,6 +349,361 @@ plotting.savefig(fig, "explain_anatomy")
 shares_by_sigma.round(4)
 
 # %% [markdown]
+# # Part II — What the model represents
+#
+# Part I read the denoiser as a filter. Part II asks what it *knows*: which meteorological
+# features of the state its activations carry (linear probes against two controls, a sparse
+# dictionary of its bottleneck and one causal intervention); how far its sensitivity of a
+# forecast to the initial state is from the world's own, the adjoint of the simulator; and
+# from how many training states on it stops memorising and generalises.
+#
+# ## 5. Features in the activations
+# Probe states: `probe_train` training and `probe_test` held-out (test) states, evenly spaced
+# over their splits. Their features (`druids.data.diagnostics.state_features`): jet speed and
+# latitude per hemisphere (zonal-mean u at the upper level), eddy kinetic energy (upper level,
+# 20-70 degrees), baroclinicity (poleward temperature drop at the middle level, 30-60 degrees),
+# a cyclone and an anticyclone (surface-pressure anomaly beyond `cyclone_threshold_hpa`) in
+# `feature_region`, and the coming 6-h change of that region's mean surface pressure.
+
+# %%
+part_two = time.perf_counter()
+rows_of = {"train": ex.probe_train, "test": ex.probe_test}
+probe_rows = {split: np.linspace(0, len(samples[split]) - 1, min(n, len(samples[split]))).astype(int) for split, n in rows_of.items()}
+probe_sets = {split: dataset.collate(samples[split], rows, "cpu")[::-1] for split, rows in probe_rows.items()}  # (x, c)
+truth = {split: representation.features_of(data, samples[split].times[rows], stats.step, cfg.levels.upper, cfg.levels.middle, ex)
+         for split, rows in probe_rows.items()}  # fmt: skip
+truth["test"].describe().T[["mean", "std", "min", "max"]].round(2)
+
+# %% [markdown]
+# Linear probes (ridge, penalty by leave-one-out on the training states, scored on the
+# held-out states: R^2, or ROC AUC for a presence) from one layer per resolution level
+# (encoder, bottleneck, decoder), each averaged onto a `probe_pool` grid, at `probe_sigmas`.
+# Controls: the same architecture randomly initialised, and the raw network input
+# `[c_in y, c]`. A feature counts as represented at a layer and sigma only where the trained
+# network beats *both* controls: the 5 % bootstrap quantile of the paired score difference
+# over held-out states is above zero.
+
+# %%
+random_net = training.build_model(dataclasses.replace(cfg, seed=cfg.seed + 1), stats).to(model_device).eval().requires_grad_(False)
+layers = layer_features.level_layers(denoiser.net)
+start = time.perf_counter()
+predictions = representation.probe_study({"trained": denoiser, "random": random_net}, probe_sets["train"], probe_sets["test"], truth["train"], layers, ex, cfg.seed)
+represented = representation.representation_table(predictions, truth["test"], layers, ex, cfg.seed)
+probe_seconds = time.perf_counter() - start
+scored = represented.dropna(subset=["score"])  # an AUC needs both classes among the held-out states
+best = scored.loc[scored.groupby("feature").score.idxmax()].set_index("feature").reindex(list(representation.FEATURE_METRICS))
+print(f"probes in {probe_seconds:.0f} s; represented somewhere: {sorted(represented[represented.represented].feature.unique())}")
+best[["sigma", "layer", "metric", "score", "score_random", "score_raw", "represented"]].round(3)
+
+# %%
+feature_names = list(representation.FEATURE_METRICS)
+fig, axes = plt.subplots(1, len(ex.probe_sigmas), figsize=(3.3 * len(ex.probe_sigmas) + 1, 4.2), sharey=True, squeeze=False)
+for ax, sigma in zip(axes[0], ex.probe_sigmas):
+    table = represented[represented.sigma == sigma]
+    score = table.pivot(index="feature", columns="layer", values="score").loc[feature_names, layers]
+    margin = table.assign(m=table[["margin_random", "margin_raw"]].min(axis=1)).pivot(index="feature", columns="layer", values="m").loc[feature_names, layers]
+    image = ax.imshow(score.clip(0, 1).values, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+    for i, j in np.argwhere(margin.values > 0):
+        ax.plot(j, i, "o", mfc="none", mec="w", ms=9, mew=1.5)
+    ax.set_xticks(range(len(layers)), [name.replace("coder.", "c") for name in layers], rotation=60, fontsize=7)
+    ax.set_yticks(range(len(feature_names)), feature_names, fontsize=7)
+    ax.set_title(f"sigma = {sigma:g}", fontsize=9)
+fig.colorbar(image, ax=axes[0], label="held-out R^2 (AUC for presence)")
+plotting.savefig(fig, "explain_probes")
+
+# %% [markdown]
+# ## A sparse dictionary of the bottleneck
+# A top-k sparse autoencoder (`sae_atoms` atoms, `sae_k` active per vector) on the
+# bottleneck's activation vectors, one per grid point, of the training probe states at the
+# largest probe sigma. Each atom is matched to the feature its state-mean activation
+# correlates with best on the training states; its correlation is then read on the held-out
+# states.
+
+# %%
+sae_sigma = float(max(ex.probe_sigmas))
+neck = layer_features.bottleneck(denoiser.net)
+maps = {split: representation.layer_activations(denoiser, *probe_sets[split], sae_sigma, neck, cfg.seed + k) for k, split in enumerate(("train", "test"))}
+sae, sae_log = autoencoder.train_autoencoder(autoencoder.map_vectors(maps["train"]), ex.sae_atoms, ex.sae_k, ex.sae_steps, seed=cfg.seed)
+state_codes = {split: autoencoder.atom_maps(sae, m).mean(dim=(2, 3)).numpy() for split, m in maps.items()}
+matched = autoencoder.best_atoms(autoencoder.match_atoms(state_codes["train"], truth["train"][feature_names]))
+held_correlation = autoencoder.match_atoms(state_codes["test"], truth["test"][feature_names])
+matched["held_out_correlation"] = [held_correlation.loc[a, f] for f, a in matched.atom.items()]
+dead = float((state_codes["train"].max(axis=0) == 0).mean())
+print(f"unexplained variance {sae_log.fraction_unexplained.iloc[-1]:.3f}; atoms never active {dead:.0%}")
+matched.round(3)
+
+# %% [markdown]
+# Causal interventions: scale the contribution of one atom by each of `intervention_scales`
+# at every grid point of the bottleneck (the rest of the activation untouched), decode, and
+# measure the denoiser's output. Two atoms: the one that tracks the northern jet's speed,
+# measured by the zonal-mean jet-level u of the output over 25-55 N (the model's 6-h change
+# of the northern westerlies); and the one that tracks the coming 6-h pressure change of
+# `feature_region`, measured by the output's mean surface-pressure change there. The
+# predicted direction of each is the sign of the atom's correlation with its measure of the
+# unedited outputs over the training probe states; the least-correlated active atom is a
+# control.
+
+# %%
+u_upper, pressure_channel = names.index(f"u_component_of_wind@{cfg.levels.upper:g}"), len(names) - 1 if HELD_SUAREZ else None
+measures = {"jet_speed_north": lambda out: representation.band_wind_change(out, stats, u_upper, (25.0, 55.0))}
+if HELD_SUAREZ:  # the world's last channel is its surface pressure
+    measures["pressure_change_hpa"] = lambda out: representation.box_pressure_change(out, stats, pressure_channel, ex.feature_region)
+noisy = {split: layer_features.noisy_targets(probe_sets[split][0], sae_sigma, denoiser, cfg.seed + k).to(model_device) for k, split in enumerate(("train", "test"))}
+conditions = {split: probe_sets[split][1].to(model_device) for split in noisy}
+active = np.flatnonzero(state_codes["train"].max(axis=0) > 0)
+interventions = []
+for feature, measure in measures.items():
+    with torch.no_grad():
+        unedited = measure(denoiser.denoise(noisy["train"], conditions["train"], sae_sigma))
+    correlation = autoencoder.match_atoms(state_codes["train"], pd.DataFrame({"output": unedited}))["output"]
+    atom, control = int(matched.loc[feature, "atom"]), int(active[np.nanargmin(np.abs(correlation.values[active]))])
+    for role, chosen in (("atom", atom), ("control", control)):
+        shift = representation.intervention(denoiser, sae, neck, chosen, ex.intervention_scales, noisy["test"], conditions["test"], sae_sigma, measure)
+        slope = np.polyfit(ex.intervention_scales, shift.values, 1)[0]
+        interventions.append({"feature": feature, "role": role, "atom": chosen, "correlation": correlation[chosen], "slope": slope,
+                              "agrees": bool(np.sign(slope) == np.sign(correlation[chosen])), "response": shift})  # fmt: skip
+interventions = pd.DataFrame(interventions).set_index(["feature", "role"])
+interventions.drop(columns="response").round(4)
+
+# %%
+state_time = samples["test"].times[probe_rows["test"][0]]
+shown_state = data.sel(time=state_time)
+shown_atoms = {f: int(matched.loc[f, "atom"]) for f in ("jet_speed_north", "eddy_kinetic_energy", "cyclone")}
+test_maps = autoencoder.atom_maps(sae, maps["test"][:1])[0].numpy()
+pressure_name = "surface_pressure" if "surface_pressure" in shown_state else "mean_sea_level_pressure"
+anomaly = (shown_state[pressure_name] - shown_state[pressure_name].mean("longitude")) / 100.0
+jet_wind = shown_state["u_component_of_wind"].sel(level=cfg.levels.upper)
+fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+for ax, (feature, atom) in zip(axes, shown_atoms.items()):
+    ax.imshow(test_maps[atom], origin="lower", extent=extent, cmap="magma", aspect="auto")
+    background = jet_wind if feature != "cyclone" else anomaly
+    ax.contour(stats.longitude, stats.latitude, background.values, levels=6, colors="w", linewidths=0.6)
+    ax.set_title(f"atom {atom} ({feature}, r = {matched.loc[feature, 'held_out_correlation']:+.2f})", fontsize=8)
+    ax.set(xlabel="longitude [deg E]", ylabel="latitude [deg N]")
+for k, ((feature, role), row) in enumerate(interventions.iterrows()):
+    scale = np.abs(interventions.loc[(feature, "atom"), "response"].values).max() or 1.0  # each measure in units of its atom's largest shift
+    axes[3].plot(row.response.index, row.response.values / scale, "o-" if role == "atom" else "s:", color=f"C{k // 2}", label=f"{feature}: {role} {row.atom}")
+axes[3].axhline(0, color="k", lw=0.6)
+axes[3].set(xlabel="scale of the atom", ylabel="shift of the measure (scaled)", title="interventions")
+axes[3].legend(fontsize=8)
+plotting.savefig(fig, "explain_dictionary")
+
+# %% [markdown]
+# ## 6. Sensitivities against the truth
+# Target: the box mean of mid-level temperature over `sensitivity_region` at each lead of
+# `sensitivity_leads_hours`, from `sensitivity_init` held-out initial times. The model's
+# sensitivity dJ/dx_0: autograd through its conditional-mean rollout (the denoiser at its
+# largest noise level, 6-h steps, projected on T21 as its rollouts are). The world's: the
+# adjoint of the simulator through the same integration (`jax.vjp`), with the stochastic
+# forcing held fixed and averaged over `sensitivity_members` realisations of it (the store's
+# own first). Every lead's gradient holds persistence, the same for both (J_L = J_0 + change);
+# it is subtracted, leaving the sensitivity of the forecast *change* J_L - J_0, the dynamics'
+# part. Both as densities per unit area projected on T21, each channel times its state std
+# (K per std of the channel), compared per variable: uncentred area-weighted pattern
+# correlation and amplitude ratio (model over world). The Adebayo et al. (2018) check: the
+# same maps of the randomly initialised network.
+
+# %%
+if HELD_SUAREZ:
+    start = time.perf_counter()
+    step_hours = int(stats.step / np.timedelta64(1, "h"))
+    leads = [h // step_hours for h in ex.sensitivity_leads_hours]
+    box = sensitivity.box_weights(stats.latitude, stats.longitude, ex.sensitivity_region)
+    target = sensitivity.BoxTarget(T_MID, box)
+    channel_layout = list(zip(stats.mean["variable"].values.astype(str), stats.mean["level"].values.astype(float)))
+    world_adjoint = WorldAdjoint(cfg.world, channel_layout, box, cfg.levels.middle)
+    test_rows = np.linspace(0, len(samples["test"]) - 1, ex.sensitivity_init + 2).astype(int)[1:-1]
+    init_times = samples["test"].times[test_rows]
+    initial = {t: torch.from_numpy(to_channels(data.sel(time=t), cfg.dataset.variables).values.astype(np.float64)) for t in init_times}
+    steps = {name: sensitivity.ConditionalMeanStep(net, stats, cfg.dataset.spectral_truncation) for name, net in (("trained", denoiser), ("random", random_net))}
+    model_maps = {(name, t): sensitivity.rollout_gradients(step, initial[t].to(model_device), leads, target)[0] for name, step in steps.items() for t in init_times}
+    keys = world_adjoint.keys(cfg.seed, ex.sensitivity_members)
+    world_maps = {t: world_adjoint.gradients(t, leads, keys, initial[t].shape)[0] for t in init_times}
+    sensitivity_seconds = time.perf_counter() - start
+    print(f"sensitivities of {len(init_times)} initial times in {sensitivity_seconds:.0f} s")
+else:
+    print("skipped: the data is not the Held–Suarez world, whose simulator alone has an adjoint here")
+
+# %%
+if HELD_SUAREZ:
+    state_std = stats.std.values[:, None, None]
+    variables = [name for name, _ in channel_layout]
+    persistence = {t: sensitivity.persistence_gradient(target, initial[t], variables, stats.latitude, cfg.dataset.spectral_truncation) for t in init_times}
+    gradients = {**{("world", t): g for t, g in world_maps.items()}, **model_maps}
+    as_density = {(name, t): sensitivity.density(g - persistence[t], geometry) * state_std for (name, t), g in gradients.items()}
+    groups = {v: [k for k, (name, _) in enumerate(channel_layout) if name == v] for v in cfg.dataset.variables}
+    comparison = pd.concat([
+        sensitivity.compare_maps(as_density[(name, t)], as_density[("world", t)], ex.sensitivity_leads_hours, groups, geometry.weights).assign(model=name)
+        for name in steps for t in init_times
+    ]).groupby(["model", "group", "lead_hours"]).mean()  # fmt: skip
+    randomisation = pd.concat([
+        sensitivity.compare_maps(as_density[("random", t)], as_density[("trained", t)], ex.sensitivity_leads_hours, {"all": range(len(names))}, geometry.weights)
+        for t in init_times
+    ]).groupby("lead_hours").correlation.mean()  # fmt: skip
+    print("trained vs randomised network, pattern correlation by lead:", randomisation.round(2).to_dict())
+    comparison.loc["trained"].unstack("group").round(3)
+
+# %% [markdown]
+# Sanity checks that must pass: both gradients agree with central finite differences along
+# themselves (a perturbation of RMS `fd_size` state std, one realisation of the forcing) to
+# within 10 % at the headline lead; and Integrated Gradients (captum, `ig_points` points) of
+# the trained model from the training climatology, whose attributions must add up to
+# J(x_0) - J(climatology).
+
+# %%
+if HELD_SUAREZ:
+    headline = ex.sensitivity_leads_hours.index(24) if 24 in ex.sensitivity_leads_hours else len(leads) - 1
+    t0, lead = init_times[0], leads[headline]
+    x0 = initial[t0].to(model_device)
+    model_direction = sensitivity.steepest_direction(model_maps[("trained", t0)][headline], stats.std.values, ex.fd_size)
+    model_value = lambda d: float(sensitivity.rollout_targets(steps["trained"], (x0 + torch.as_tensor(d, device=model_device))[None], lead, target)[-1, 0])  # noqa: E731
+    fd_model = sensitivity.finite_difference_error(model_value, model_maps[("trained", t0)][headline], model_direction)
+    one_realisation = world_adjoint.gradients(t0, leads, keys[:1], x0.shape)[0][headline]
+    world_direction = sensitivity.steepest_direction(one_realisation, stats.std.values, ex.fd_size)
+    world_value = world_adjoint.value(t0, [lead], keys[0])
+    fd_world = sensitivity.finite_difference_error(lambda d: float(world_value(d)[0]), one_realisation, world_direction)
+    climatology = torch.from_numpy(stats.climatology.values.astype(np.float64)).to(model_device)
+    attribution, ig_delta = sensitivity.integrated_gradients(steps["trained"], x0, climatology, lead, target, ex.ig_points)
+    world_attribution = (world_maps[t0][headline] - persistence[t0]) * (x0 - climatology).cpu().numpy()
+    attribution = attribution - persistence[t0] * (x0 - climatology).cpu().numpy()  # the change's attribution
+    ig_agreement = sensitivity.pattern_correlation(attribution[groups["temperature"]], world_attribution[groups["temperature"]], geometry.weights)
+    print(f"finite differences at {ex.sensitivity_leads_hours[headline]} h: model {fd_model:.2%}, world {fd_world:.2%}; IG delta {ig_delta:.1e} K; "
+          f"IG vs world gradient x anomaly (temperature): r = {ig_agreement:.2f}")  # fmt: skip
+    assert fd_model < 0.1 and fd_world < 0.1, "gradients disagree with finite differences"
+
+# %%
+if HELD_SUAREZ:
+    level = cfg.levels.middle
+    shown_leads = sorted({0, headline, len(leads) - 1})
+    columns = [("world", "world adjoint"), ("trained", "model"), ("random", "randomised model")]
+    fig, axes = plt.subplots(len(shown_leads), 4, figsize=(15, 2.6 * len(shown_leads)), squeeze=False)
+    for row, k in enumerate(shown_leads):
+        for col, (name, title) in enumerate(columns):  # each map on its own symmetric scale: the amplitudes are compared on the right
+            field = as_density[(name, t0)][k][T_MID]
+            limit = np.abs(field).max() or 1.0
+            axes[row, col].imshow(field, origin="lower", extent=extent, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+            axes[row, col].set_title(f"{title}, dJ/dT({level:g}), {ex.sensitivity_leads_hours[k]} h, max {limit:.2g} K", fontsize=8)
+    for name, style in (("trained", "o-"), ("random", "s:")):
+        table = comparison.loc[name, "temperature"]
+        axes[0, 3].plot(table.index, table.correlation, style, label=name)
+        axes[-1, 3].plot(table.index, table.amplitude_ratio, style, label=name)
+    axes[0, 3].set(ylabel="pattern correlation (temperature)", title="model vs world")
+    axes[-1, 3].set(ylabel="amplitude ratio (temperature)", xlabel="lead [h]", yscale="log")
+    axes[0, 3].legend(fontsize=8)
+    if len(shown_leads) > 2:
+        axes[1, 3].imshow(attribution[T_MID], origin="lower", extent=extent, cmap="RdBu_r", aspect="auto")
+        axes[1, 3].set_title(f"model IG attribution, {ex.sensitivity_leads_hours[headline]} h", fontsize=8)
+    (south, north), (west, east) = ex.sensitivity_region
+    for ax in axes[:, :3].flat:
+        ax.add_patch(plt.Rectangle((west, south), east - west, north - south, fill=False, ec="k", lw=0.8))
+        ax.set(xlabel="longitude [deg E]", ylabel="latitude [deg N]")
+    plotting.savefig(fig, "explain_sensitivity")
+
+# %% [markdown]
+# ## 7. From memorisation to generalisation
+# Kadkhodaie et al. (2024) train one network on two disjoint training sets of N states and
+# sample both from the same noise: below a transition each reproduces its own training set,
+# beyond it both give the same, new sample. Here: pairs of smaller conditional denoisers (U-Net
+# of `memo_base_channels` base channels, levels (1, 2), one block; `memo_steps` Adam steps
+# without EMA), on the headline channels only (jet-level u and v, mid-level temperature), for
+# each N of `memo_sizes`, sampled without churn from the same noise for `memo_samples`
+# held-out conditions. Mean-removed cosine similarity between the two models' residuals, and
+# between each sample and its nearest training residual, and with the noise it started from
+# (agreement that two models merely inherit from their shared noise, as under-trained ones
+# would, shows there). The Gaussian baseline: the Gaussian of each training set's joint
+# (residual, condition) statistics, conditioned on the held-out condition and sampled from
+# the same noise (the Wiener filter's reverse process).
+
+# %%
+start = time.perf_counter()
+memo_channels = [names.index(f"{variable}@{level:g}") for variable, level in cfg.levels.skill_fields]
+memo_rows = np.random.default_rng(cfg.seed).permutation(len(samples["train"]))[: min(len(samples["train"]), 2 * max(ex.memo_sizes))]
+memo_train = memorisation.channel_pairs(samples["train"], np.sort(memo_rows), memo_channels, n_state)
+memo_held = memorisation.channel_pairs(samples["test"], np.linspace(0, len(samples["test"]) - 1, ex.memo_samples).astype(int), memo_channels, n_state)[0]
+memo_model = dataclasses.replace(cfg.model, base_channels=ex.memo_base_channels, channel_mults=(1, 2), blocks_per_level=1)
+threads = torch.get_num_threads()
+torch.set_num_threads(1)  # tiny networks: one thread is faster than two (OpenMP overhead)
+ladder, memo_samples = memorisation.ladder(*memo_train, memo_held, ex.memo_sizes, memo_model, dataclasses.replace(cfg.sampling, n_levels=ex.memo_levels),
+                                           geometry, stats.latitude, ex.memo_steps, ex.memo_batch, ex.memo_lr, cfg.seed, tqdm)  # fmt: skip
+torch.set_num_threads(threads)
+memo_seconds = time.perf_counter() - start
+memo_dims = geometry.noise_dims(len(memo_channels))
+summary = ladder.assign(nearest=ladder[["nearest_a", "nearest_b"]].mean(axis=1)).groupby("size")[["cross", "nearest", "noise", "gaussian_cross", "gaussian_nearest_a"]].median()
+print(f"{len(ex.memo_sizes)} pairs of models in {memo_seconds:.0f} s; state dimension (noise space) {memo_dims}")
+summary.round(3)
+
+# %%
+fig, axes = plt.subplots(1, len(ex.memo_sizes) + 1, figsize=(3.2 * (len(ex.memo_sizes) + 1), 3.2))
+bins = np.linspace(-0.2, 1.0, 25)
+for ax, (size, rows) in zip(axes, ladder.groupby("size")):
+    ax.hist(rows.cross, bins, alpha=0.7, label="model a vs model b")
+    ax.hist(np.concatenate([rows.nearest_a, rows.nearest_b]), bins, alpha=0.6, label="sample vs nearest training")
+    ax.hist(rows.gaussian_cross, bins, histtype="step", color="k", label="Gaussian a vs b")
+    ax.set(title=f"N = {size} (N/d = {size / memo_dims:.2g})", xlabel="mean-removed cosine")
+axes[0].legend(fontsize=7)
+for column, style in (("cross", "o-"), ("nearest", "s-"), ("noise", "x--"), ("gaussian_cross", "k^:"), ("gaussian_nearest_a", "kv:")):
+    axes[-1].semilogx(summary.index, summary[column], style, label=column.replace("_", " "))
+axes[-1].set(xlabel="training states N", ylabel="median cosine", title="memorisation to generalisation")
+axes[-1].legend(fontsize=7)
+plotting.savefig(fig, "explain_memorisation")
+
+# %% [markdown]
+# Numbers of Part II.
+
+# %%
+jet_probe = best.loc["jet_speed_north"]
+part_two_values = {
+    "explainProbeStates": str(len(probe_rows["train"])),
+    "explainProbeHeldOut": str(len(probe_rows["test"])),
+    "explainProbeSeconds": f"{probe_seconds:.0f}",
+    "explainRepresentedFeatures": str(represented[represented.represented].feature.nunique()),
+    "explainProbedFeatures": str(len(feature_names)),
+    "explainJetProbeScore": f"{jet_probe.score:.2f}",
+    "explainJetProbeRandom": f"{jet_probe.score_random:.2f}",
+    "explainJetProbeRaw": f"{jet_probe.score_raw:.2f}",
+    "explainJetProbeLayer": str(jet_probe.layer),
+    "explainJetProbeSigma": f"{jet_probe.sigma:g}",
+    "explainChangeProbeScore": f"{best.loc['pressure_change_hpa', 'score']:.2f}",
+    "explainSaeAtoms": str(ex.sae_atoms),
+    "explainSaeUnexplained": f"{sae_log.fraction_unexplained.iloc[-1]:.3f}",
+    "explainJetAtomCorrelation": f"{matched.loc['jet_speed_north', 'held_out_correlation']:.2f}",
+    "explainJetInterventionCorrelation": f"{interventions.loc[('jet_speed_north', 'atom'), 'correlation']:.2f}",
+    "explainJetInterventionSlope": f"{interventions.loc[('jet_speed_north', 'atom'), 'slope']:.4f}",
+    "explainJetInterventionAgrees": "yes" if interventions.loc[("jet_speed_north", "atom"), "agrees"] else "no",
+    "explainMemoSizes": ", ".join(str(n) for n in ex.memo_sizes),
+    "explainMemoDims": str(memo_dims),
+    "explainMemoCrossSmall": f"{summary.cross.iloc[0]:.2f}",
+    "explainMemoCrossLarge": f"{summary.cross.iloc[-1]:.2f}",
+    "explainMemoNearestSmall": f"{summary.nearest.iloc[0]:.2f}",
+    "explainMemoNearestLarge": f"{summary.nearest.iloc[-1]:.2f}",
+    "explainMemoNoiseSmall": f"{summary.noise.iloc[0]:.2f}",
+    "explainMemoNoiseLarge": f"{summary.noise.iloc[-1]:.2f}",
+    "explainMemoGaussianSmall": f"{summary.gaussian_cross.iloc[0]:.2f}",
+    "explainMemoGaussianLarge": f"{summary.gaussian_cross.iloc[-1]:.2f}",
+    "explainMemoSeconds": f"{memo_seconds:.0f}",
+}
+if HELD_SUAREZ:
+    temperature = comparison.loc["trained", "temperature"]
+    part_two_values |= {
+        "explainSensitivityFirstLead": str(ex.sensitivity_leads_hours[0]),
+        "explainSensitivityLastLead": str(ex.sensitivity_leads_hours[-1]),
+        "explainSensitivityCorrelationFirst": f"{temperature.correlation.iloc[0]:.2f}",
+        "explainSensitivityCorrelationLast": f"{temperature.correlation.iloc[-1]:.2f}",
+        "explainSensitivityRatioFirst": f"{temperature.amplitude_ratio.iloc[0]:.2f}",
+        "explainSensitivityRatioLast": f"{temperature.amplitude_ratio.iloc[-1]:.2f}",
+        "explainRandomisedCorrelationMax": f"{randomisation.abs().max():.2f}",
+        "explainFiniteDifferenceModel": f"{100 * fd_model:.1f}",
+        "explainFiniteDifferenceWorld": f"{100 * fd_world:.1f}",
+        "explainIntegratedGradientsAgreement": f"{ig_agreement:.2f}",
+        "explainSensitivitySeconds": f"{sensitivity_seconds:.0f}",
+        "explainPressureInterventionCorrelation": f"{interventions.loc[('pressure_change_hpa', 'atom'), 'correlation']:.2f}",
+        "explainPressureInterventionSlope": f"{interventions.loc[('pressure_change_hpa', 'atom'), 'slope']:.4f}",
+        "explainPressureInterventionAgrees": "yes" if interventions.loc[("pressure_change_hpa", "atom"), "agrees"] else "no",
+    }
+part_two_values["explainPartTwoSeconds"] = f"{time.perf_counter() - part_two:.0f}"
+part_two_values
+
+# %% [markdown]
 # ## Numbers for the paper
 
 # %%
@@ -375,5 +737,6 @@ values["explainChapterSeconds"] = f"{time.perf_counter() - clock:.0f}"
 if HELD_SUAREZ:
     values |= {"explainOracleMembers": str(ex.n_oracle), "explainOracleTraceRatio": f"{link.trace_ratio.iloc[-1]:.2f}",
                "explainOracleAngle": f"{link.mean_angle.iloc[-1]:.0f}", "explainSplitHalfAngle": f"{noise_floor.mean():.0f}"}  # fmt: skip
+values |= part_two_values
 write_values("04_explainability", values, profile=profile)
 values

@@ -64,6 +64,23 @@ def test_store_outputs_leave_the_paper_alone(monkeypatch):
     assert os.environ["DRUIDS_FIGURES"].endswith("smoke-era5-test/figures")
 
 
+def test_every_chapter_takes_a_data_source_and_a_chapter_without_one_is_refused(tmp_path, monkeypatch):
+    """``druids run --data`` injects ``data_source``; a chapter without that parameter would run on the
+    profile's data instead, silently, so execute_chapter refuses it before any cell runs."""
+    import jupytext
+    import papermill
+
+    for stem in cli.chapter_stems():
+        notebook = tmp_path / f"{stem}.ipynb"
+        jupytext.write(jupytext.read(cli.paths.NOTEBOOKS / f"{stem}.py"), notebook)
+        assert "data_source" in papermill.inspect_notebook(str(notebook)), stem
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "99_plain.py").write_text('# %% tags=["parameters"]\nprofile = "smoke"\nseed = 0\n')
+    monkeypatch.setattr(cli.paths, "NOTEBOOKS", tmp_path / "notebooks")
+    with pytest.raises(typer.BadParameter, match="no data_source parameter"):
+        cli.execute_chapter("99_plain", "smoke", 0, output_dir=tmp_path / "out", data="/somewhere/era5.zarr")
+
+
 # ----------------------------------------------------------------- splits by years
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import xarray as xr
+from scipy.ndimage import maximum_filter, minimum_filter
 
 from druids.sphere import area_weights
 
@@ -155,3 +156,128 @@ def rms_change(series: xr.DataArray, steps: int = 1) -> xr.DataArray:
     """Area- and time-mean RMS of the ``steps``-output change x_{t+k} - x_t along ``time``."""
     change = series.isel(time=slice(steps, None)) - series.isel(time=slice(None, -steps)).values
     return np.sqrt(global_mean(change**2).mean("time"))
+
+
+# --------------------------------------------------------------- meteorological features of one state
+# Scalars that a forecaster reads off a state: the jets, the eddies, the baroclinicity that feeds them,
+# the cyclones and anticyclones in a region, and the coming 6-h change. The explainability chapter
+# probes a network's activations for them (``druids.explain.probes``). A ``Region`` is
+# ``((south, north), (west, east))`` in degrees; a region with west > east wraps through 0 E.
+
+EARTH_RADIUS_KM = 6371.0
+Region = tuple[tuple[float, float], tuple[float, float]]
+
+
+def region_mask(latitude, longitude, region: Region) -> xr.DataArray:
+    """True inside ``region`` (boundaries included): dims ``(latitude, longitude)``."""
+    (south, north), (west, east) = region
+    lat = xr.DataArray(np.asarray(latitude), dims="latitude", coords={"latitude": np.asarray(latitude)})
+    lon = xr.DataArray(np.asarray(longitude), dims="longitude", coords={"longitude": np.asarray(longitude)})
+    in_lon = (lon >= west) & (lon <= east) if west <= east else (lon >= west) | (lon <= east)
+    return (lat >= south) & (lat <= north) & in_lon
+
+
+def box_mean(da: xr.DataArray, region: Region) -> xr.DataArray:
+    """Area-weighted (cos latitude) mean of ``da`` over ``region``; other dims kept."""
+    inside = region_mask(da.latitude, da.longitude, region)
+    return da.where(inside).weighted(area_weights(da.latitude) * inside).mean(SPATIAL)
+
+
+def eddy_kinetic_energy(u: xr.DataArray, v: xr.DataArray, latitudes: tuple[float, float] = (-90.0, 90.0)) -> xr.DataArray:
+    """Eddy kinetic energy (m2 s-2): ``(u'^2 + v'^2) / 2`` with ``'`` the departure from the zonal mean,
+    area-weighted over the latitude band ``latitudes`` (degrees, south to north); other dims kept."""
+    eddies = 0.5 * ((u - u.mean("longitude")) ** 2 + (v - v.mean("longitude")) ** 2)
+    return box_mean(eddies, (latitudes, (0.0, 360.0)))
+
+
+def baroclinicity(temperature: xr.DataArray, hemisphere: str, latitudes: tuple[float, float] = (30.0, 60.0)) -> xr.DataArray:
+    """Poleward decrease of the zonal-mean temperature (K per 1000 km), area-weighted over ``|latitude|`` in ``latitudes``.
+
+    ``-d[T]/dy`` in the north and ``+d[T]/dy`` in the south (``y`` northward
+    distance on the sphere, centred differences on the grid), so that both
+    hemispheres are positive where the pole is colder: the meridional gradient
+    that, by thermal wind, shears the jet and feeds baroclinic eddies.
+    """
+    if hemisphere not in HEMISPHERES:
+        raise ValueError(f"hemisphere must be 'north' or 'south', not {hemisphere!r}")
+    zonal = temperature.mean("longitude")
+    y_km = np.deg2rad(zonal.latitude) * EARTH_RADIUS_KM
+    gradient = zonal.differentiate("latitude") / (y_km.differentiate("latitude") / 1000.0)
+    sign = -1.0 if hemisphere == "north" else 1.0
+    band = (latitudes if hemisphere == "north" else (-latitudes[1], -latitudes[0]))
+    inside = (zonal.latitude >= band[0]) & (zonal.latitude <= band[1])
+    return (sign * gradient).where(inside).weighted(area_weights(zonal.latitude) * inside).mean("latitude")
+
+
+def pressure_extrema(surface_pressure: xr.DataArray, region: Region, threshold_hpa: float) -> pd.DataFrame:
+    """Cyclones and anticyclones of one surface-pressure field (Pa, dims latitude, longitude) in ``region``.
+
+    The anomaly from the zonal mean at each latitude (hPa); a cyclone is a grid
+    point whose anomaly is the minimum of its 3 x 3 neighbourhood (periodic in
+    longitude) and below ``-threshold_hpa``, an anticyclone a maximum above
+    ``+threshold_hpa``. Rows: ``kind``, ``latitude``, ``longitude`` (degrees)
+    and ``amplitude_hpa`` (|anomaly|), strongest first.
+    """
+    field = surface_pressure.transpose("latitude", "longitude")
+    anomaly = (field - field.mean("longitude")).values / 100.0
+    inside = region_mask(field.latitude, field.longitude, region).values
+    modes = ("nearest", "wrap")
+    found = {
+        "cyclone": (anomaly == minimum_filter(anomaly, size=3, mode=modes)) & (anomaly < -threshold_hpa),
+        "anticyclone": (anomaly == maximum_filter(anomaly, size=3, mode=modes)) & (anomaly > threshold_hpa),
+    }
+    rows = [
+        {"kind": kind, "latitude": float(field.latitude[i]), "longitude": float(field.longitude[j]), "amplitude_hpa": abs(float(anomaly[i, j]))}
+        for kind, where in found.items()
+        for i, j in np.argwhere(where & inside)
+    ]
+    columns = ["kind", "latitude", "longitude", "amplitude_hpa"]
+    return pd.DataFrame(rows, columns=columns).sort_values("amplitude_hpa", ascending=False, ignore_index=True)
+
+
+def strongest_extremum(extrema: pd.DataFrame, kind: str) -> dict[str, float]:
+    """``present`` (0 or 1), ``latitude``, ``longitude`` and ``amplitude_hpa`` of the strongest ``kind`` in a
+    :func:`pressure_extrema` table (NaN position and amplitude 0 when there is none)."""
+    rows = extrema[extrema.kind == kind]
+    if rows.empty:
+        return {"present": 0.0, "latitude": np.nan, "longitude": np.nan, "amplitude_hpa": 0.0}
+    top = rows.iloc[0]
+    return {"present": 1.0, "latitude": top.latitude, "longitude": top.longitude, "amplitude_hpa": top.amplitude_hpa}
+
+
+def state_features(
+    states: xr.Dataset, next_states: xr.Dataset, upper: float, middle: float, region: Region, threshold_hpa: float,
+    pressure: str = "surface_pressure",
+) -> pd.DataFrame:
+    """The meteorological features of each state (dim ``time``), one row per time.
+
+    ``states`` and ``next_states`` (the states 6 h later, same times order)
+    hold ``u_component_of_wind``, ``v_component_of_wind``, ``temperature`` on
+    ``level`` and the surface field ``pressure`` (Pa; ``mean_sea_level_pressure``
+    on ERA5). Columns: ``jet_speed_{north,south}``
+    (m/s) and ``jet_latitude_{north,south}`` (degrees) of the zonal-mean u at
+    ``upper`` (:func:`jet_peak`); ``eddy_kinetic_energy`` (m2 s-2, at ``upper``,
+    20-70 degrees in both hemispheres); ``baroclinicity_{north,south}`` (K per
+    1000 km at ``middle``); ``cyclone`` and ``anticyclone`` (0/1: one deeper
+    than ``threshold_hpa`` in ``region``) with ``cyclone_depth_hpa``,
+    ``cyclone_latitude``, ``cyclone_longitude``; ``pressure_change_hpa``: the
+    coming 6-h change of the region-mean surface pressure (hPa).
+    """
+    u, v = (states[name].sel(level=upper) for name in ("u_component_of_wind", "v_component_of_wind"))
+    t_mid = states["temperature"].sel(level=middle)
+    table = pd.DataFrame(index=pd.Index(states.time.values, name="time"))
+    zonal_u = u.mean("longitude").load()
+    for hemisphere in HEMISPHERES:
+        peaks = [jet_peak(zonal_u.isel(time=k), hemisphere) for k in range(states.time.size)]
+        table[f"jet_speed_{hemisphere}"], table[f"jet_latitude_{hemisphere}"] = np.asarray(peaks).T
+        table[f"baroclinicity_{hemisphere}"] = baroclinicity(t_mid, hemisphere).values
+    both = [eddy_kinetic_energy(u, v, band) for band in ((20.0, 70.0), (-70.0, -20.0))]
+    table["eddy_kinetic_energy"] = (0.5 * (both[0] + both[1])).values
+    extrema = [pressure_extrema(states[pressure].isel(time=k), region, threshold_hpa) for k in range(states.time.size)]
+    lows = pd.DataFrame([strongest_extremum(e, "cyclone") for e in extrema], index=table.index)
+    table["cyclone"], table["cyclone_depth_hpa"] = lows["present"], lows["amplitude_hpa"]
+    table["cyclone_latitude"], table["cyclone_longitude"] = lows["latitude"], lows["longitude"]
+    table["anticyclone"] = [strongest_extremum(e, "anticyclone")["present"] for e in extrema]
+    change = next_states[pressure].values - states[pressure].values
+    table["pressure_change_hpa"] = box_mean(states[pressure].copy(data=change), region).values / 100.0
+    return table

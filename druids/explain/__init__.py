@@ -22,11 +22,41 @@ Modules, one job each:
   chapter's four readings of the Jacobian (adaptive basis, the posterior
   against the oracle's forecast distribution, locality, generation).
 
+What the model represents (the chapter's second half):
+
+* :mod:`~druids.explain.features`: the U-Net's activations by forward hooks,
+  pooled for probes, and interventions on them;
+* :mod:`~druids.explain.probes`: ridge probes scored on held-out states against
+  a random network and the raw input; :mod:`~druids.explain.autoencoder`: a
+  top-k sparse autoencoder, its atoms matched to features and scaled inside
+  the network; :mod:`~druids.explain.representation`: the chapter's study of both;
+* :mod:`~druids.explain.sensitivity`: the model's sensitivity of a forecast to
+  its initial state (autograd, Integrated Gradients) and the comparison maps;
+  :mod:`~druids.explain.adjoint`: the world's own, by the simulator's adjoint;
+* :mod:`~druids.explain.memorisation`: two models on disjoint training sets,
+  from memorisation to generalisation, against a Gaussian baseline.
+
 ``explain`` may import the stages before it (data, models, training,
 sampling), never ``calibration`` or ``plotting``.
 """
 
-from druids.explain import anatomy, basis, gaussian, geometry, locality, operators, oracle_link, spectra, trace
+from druids.explain import (
+    anatomy,
+    autoencoder,
+    basis,
+    features,
+    gaussian,
+    geometry,
+    locality,
+    memorisation,
+    operators,
+    oracle_link,
+    probes,
+    representation,
+    sensitivity,
+    spectra,
+    trace,
+)
 from druids.explain.geometry import NoiseGeometry
 from druids.explain.operators import FieldBlock, Linearisation, in_float64
 
@@ -35,13 +65,19 @@ __all__ = [
     "Linearisation",
     "NoiseGeometry",
     "anatomy",
+    "autoencoder",
     "basis",
+    "features",
     "gaussian",
     "geometry",
     "in_float64",
     "locality",
+    "memorisation",
     "operators",
     "oracle_link",
+    "probes",
+    "representation",
+    "sensitivity",
     "spectra",
     "trace",
 ]

@@ -124,20 +124,18 @@ t_mid = state["temperature"].sel(level=cfg.levels.middle).values
 jet = np.hypot(*(state[v].sel(level=cfg.levels.upper).values for v in ("u_component_of_wind", "v_component_of_wind")))
 features = {"|grad T|": basis.gradient_magnitude(t_mid, stats.latitude, stats.longitude), "jet speed": jet}
 shown = sorted({0, 1, min(3, ex.n_eigen - 1), ex.n_eigen - 1})
-extent = (0, 360, float(stats.latitude.min()), float(stats.latitude.max()))
 fig, axes = plt.subplots(len(ex.sigmas), len(shown) + 1, figsize=(3.1 * (len(shown) + 1), 1.9 * len(ex.sigmas)), squeeze=False)
 for row, sigma in enumerate(ex.sigmas):
-    axes[row, 0].imshow(features["|grad T|"], origin="lower", extent=extent, cmap="Greys")
+    plotting.grid_image(axes[row, 0], features["|grad T|"], stats.latitude, cmap="Greys", title="|grad T|, jet" if row == 0 else "")
     axes[row, 0].contour(stats.longitude, stats.latitude, jet, levels=4, colors="C1", linewidths=0.7)
-    axes[row, 0].set_title("|grad T|, jet" if row == 0 else "", fontsize=8)
     maps = basis.energy_maps(study.find(points, "held-out", sigma).pairs.vectors)
     for column, index in enumerate(shown, start=1):
-        axes[row, column].imshow(maps[index], origin="lower", extent=extent, cmap="magma")
+        plotting.grid_image(axes[row, column], maps[index], stats.latitude, title=f"sigma = {sigma:g}, eigenvector {index + 1}")
         axes[row, column].contour(stats.longitude, stats.latitude, jet, levels=4, colors="w", linewidths=0.4)
-        axes[row, column].set_title(f"sigma = {sigma:g}, eigenvector {index + 1}", fontsize=8)
-for ax in axes.flat:
-    ax.set_xticks([])
-    ax.set_yticks([])
+for ax in axes[:-1].flat:  # degrees on the outer panels only
+    ax.set(xlabel="", xticklabels=[])
+for ax in axes[:, 1:].flat:
+    ax.set(ylabel="", yticklabels=[])
 plotting.savefig(fig, "explain_eigenvector_maps")
 
 # %% [markdown]
@@ -312,9 +310,8 @@ band_floor = [locality.band_limit_radius_km(geometry, point, stats.longitude) fo
 fig, axes = plt.subplots(1, 1 + len(ex.sigmas), figsize=(3.4 * (1 + len(ex.sigmas)), 3.4))
 for k, (sigma, rows) in enumerate(radius.groupby("sigma")):
     axes[0].plot(rows.latitude, rows.radius_km, "o-", color=f"C{k}", label=f"sigma = {sigma:g}")
-    limit = np.abs(kernels[sigma]).max()
-    axes[k + 1].imshow(kernels[sigma], origin="lower", extent=extent, cmap="RdBu_r", vmin=-limit, vmax=limit)
-    axes[k + 1].set_title(f"row at {radius.latitude.iloc[len(rows_at) // 2]:.0f} N, sigma = {sigma:g}", fontsize=8)
+    plotting.grid_image(axes[k + 1], kernels[sigma], stats.latitude, centred=True, cmap="RdBu_r",
+                        title=f"row at {radius.latitude.iloc[len(rows_at) // 2]:.0f} N, sigma = {sigma:g}")  # fmt: skip
 if band_floor:
     axes[0].plot(radius.latitude.iloc[: len(band_floor)], band_floor, "k:", label="T21 band limit (rows of T)")
 axes[0].set(xlabel="latitude", ylabel="radius holding 90 % [km]", title="locality of the filter")
@@ -475,11 +472,9 @@ anomaly = (shown_state[pressure_name] - shown_state[pressure_name].mean("longitu
 jet_wind = shown_state["u_component_of_wind"].sel(level=cfg.levels.upper)
 fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
 for ax, (feature, atom) in zip(axes, shown_atoms.items()):
-    ax.imshow(test_maps[atom], origin="lower", extent=extent, cmap="magma", aspect="auto")
+    plotting.grid_image(ax, test_maps[atom], stats.latitude, title=f"atom {atom} ({feature}, r = {matched.loc[feature, 'held_out_correlation']:+.2f})")
     background = jet_wind if feature != "cyclone" else anomaly
     ax.contour(stats.longitude, stats.latitude, background.values, levels=6, colors="w", linewidths=0.6)
-    ax.set_title(f"atom {atom} ({feature}, r = {matched.loc[feature, 'held_out_correlation']:+.2f})", fontsize=8)
-    ax.set(xlabel="longitude [deg E]", ylabel="latitude [deg N]")
 for k, ((feature, role), row) in enumerate(interventions.iterrows()):
     scale = np.abs(interventions.loc[(feature, "atom"), "response"].values).max() or 1.0  # each measure in units of its atom's largest shift
     axes[3].plot(row.response.index, row.response.values / scale, "o-" if role == "atom" else "s:", color=f"C{k // 2}", label=f"{feature}: {role} {row.atom}")
@@ -580,9 +575,8 @@ if HELD_SUAREZ:
     for row, k in enumerate(shown_leads):
         for col, (name, title) in enumerate(columns):  # each map on its own symmetric scale: the amplitudes are compared on the right
             field = as_density[(name, t0)][k][T_MID]
-            limit = np.abs(field).max() or 1.0
-            axes[row, col].imshow(field, origin="lower", extent=extent, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
-            axes[row, col].set_title(f"{title}, dJ/dT({level:g}), {ex.sensitivity_leads_hours[k]} h, max {limit:.2g} K", fontsize=8)
+            plotting.grid_image(axes[row, col], field, stats.latitude, centred=True, cmap="RdBu_r",
+                                title=f"{title}, dJ/dT({level:g}), {ex.sensitivity_leads_hours[k]} h, max {np.abs(field).max():.2g} K")  # fmt: skip
     for name, style in (("trained", "o-"), ("random", "s:")):
         table = comparison.loc[name, "temperature"]
         axes[0, 3].plot(table.index, table.correlation, style, label=name)
@@ -591,12 +585,10 @@ if HELD_SUAREZ:
     axes[-1, 3].set(ylabel="amplitude ratio (temperature)", xlabel="lead [h]", yscale="log")
     axes[0, 3].legend(fontsize=8)
     if len(shown_leads) > 2:
-        axes[1, 3].imshow(attribution[T_MID], origin="lower", extent=extent, cmap="RdBu_r", aspect="auto")
-        axes[1, 3].set_title(f"model IG attribution, {ex.sensitivity_leads_hours[headline]} h", fontsize=8)
+        plotting.grid_image(axes[1, 3], attribution[T_MID], stats.latitude, centred=True, cmap="RdBu_r", title=f"model IG attribution, {ex.sensitivity_leads_hours[headline]} h")
     (south, north), (west, east) = ex.sensitivity_region
     for ax in axes[:, :3].flat:
         ax.add_patch(plt.Rectangle((west, south), east - west, north - south, fill=False, ec="k", lw=0.8))
-        ax.set(xlabel="longitude [deg E]", ylabel="latitude [deg N]")
     plotting.savefig(fig, "explain_sensitivity")
 
 # %% [markdown]
@@ -670,6 +662,10 @@ part_two_values = {
     "explainJetInterventionCorrelation": f"{interventions.loc[('jet_speed_north', 'atom'), 'correlation']:.2f}",
     "explainJetInterventionSlope": f"{interventions.loc[('jet_speed_north', 'atom'), 'slope']:.4f}",
     "explainJetInterventionAgrees": "yes" if interventions.loc[("jet_speed_north", "atom"), "agrees"] else "no",
+}
+
+# %%
+part_two_values |= {
     "explainMemoSizes": ", ".join(str(n) for n in ex.memo_sizes),
     "explainMemoDims": str(memo_dims),
     "explainMemoCrossSmall": f"{summary.cross.iloc[0]:.2f}",
@@ -682,6 +678,8 @@ part_two_values = {
     "explainMemoGaussianLarge": f"{summary.gaussian_cross.iloc[-1]:.2f}",
     "explainMemoSeconds": f"{memo_seconds:.0f}",
 }
+
+# %%
 if HELD_SUAREZ:
     temperature = comparison.loc["trained", "temperature"]
     part_two_values |= {

@@ -13,7 +13,8 @@ notebook ``notebooks/<chapter>.py`` is parsed with :mod:`ast`.
 * Macros: the keys of the dict passed to ``write_values(chapter, values, ...)``;
   where that argument is a name ``values``, the keys of every ``values = {...}``,
   ``values |= {...}``, ``values.update({...})`` and ``values[key] = ...`` at the
-  notebook's top level.
+  notebook's top level; ``values |= more`` or ``values.update(more)`` of another
+  top-level dict variable ``more`` adds the keys of ``more`` by the same rule.
 * Figures: the name argument of every ``plotting.savefig(fig, name)``.
 * A key or name is a string literal or an f-string. An f-string's replacement
   field becomes the strings it can take where those are literal: a name bound at
@@ -207,8 +208,16 @@ def _dict_keys(node: ast.AST, reader: Reader) -> list[tuple[ast.AST, Reader]]:
     return []
 
 
-def _keys_of_name(tree: ast.Module, name: str, reader: Reader) -> list[tuple[ast.AST, Reader]]:
-    """Keys put into the top-level dict variable ``name``: assignments, ``|=``, ``.update`` and item stores."""
+def _keys_of_name(tree: ast.Module, name: str, reader: Reader, seen: frozenset = frozenset()) -> list[tuple[ast.AST, Reader]]:
+    """Keys put into the top-level dict variable ``name``: assignments, ``|=``, ``.update`` and item stores;
+    ``|=`` or ``.update`` of another top-level dict variable brings that variable's keys (followed once)."""
+    seen = seen | {name}
+
+    def merged(value: ast.AST) -> list[tuple[ast.AST, Reader]]:
+        if isinstance(value, ast.Name) and value.id not in seen:
+            return _keys_of_name(tree, value.id, reader, seen)
+        return _dict_keys(value, reader)
+
     keys = []
     for node in top_level(tree):
         if isinstance(node, ast.Assign):
@@ -218,9 +227,9 @@ def _keys_of_name(tree: ast.Module, name: str, reader: Reader) -> list[tuple[ast
                 if isinstance(target, ast.Subscript) and isinstance(target.value, ast.Name) and target.value.id == name:
                     keys.append((target.slice, reader))
         elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name) and node.target.id == name:
-            keys += _dict_keys(node.value, reader)
+            keys += merged(node.value)
         elif _is_call(node, "update", owner=name):
-            keys += [k for arg in node.args for k in _dict_keys(arg, reader)]
+            keys += [k for arg in node.args for k in merged(arg)]
     return keys
 
 
@@ -291,12 +300,13 @@ def test_reader_follows_its_rule(tmp_path):
         'for name, row in frame.iterrows():\n    values[f"aNfe{LABELS[name]}{name.title()}"] = 4\n'
         'write_values("99_x", values, profile=p)\nplotting.savefig(fig, f"x_{\'t\' if a else \'u\'}")\n'
         "fig.savefig('not_a_figure.png')\nvalues[key] = 5\n"
+        'more = {"aD": 1}\nif flag:\n    more |= {"aE": 2}\nmore["aF"] = 3\nvalues |= more\nvalues.update(more)\n'
     )
     path = tmp_path / "99_x.py"
     path.write_text(source)
     chapter = read_chapter(path)
     assert chapter.values_chapters == {"99_x"}
-    assert set(chapter.macros) == {"aB", "aC", "aRmse(?:T|U)", "aNfe(?:Edm|Flow)[A-Za-z]+"}
+    assert set(chapter.macros) == {"aB", "aC", "aRmse(?:T|U)", "aNfe(?:Edm|Flow)[A-Za-z]+", "aD", "aE", "aF"}
     assert chapter.figures == ["x_(?:t|u)"]
     assert len(chapter.problems) == 1 and chapter.problems[0].endswith("key is not a string or f-string")
     assert used_macros(r"\newcommand{\myMacro}{1} \dataJetSpeed{} \section{x} \lVert \myMacro") == {"dataJetSpeed"}

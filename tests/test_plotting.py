@@ -212,3 +212,16 @@ def test_sampler_cost_bars_colour_by_model():
     assert colours[0] == colours[1] != colours[2]
     assert ms.get_ylabel() == "wall time per member-step [ms] (cpu)" and fig._suptitle.get_text() == "6 noise levels"
     plt.close("all")
+
+
+def test_grid_image_centres_on_its_own_largest_magnitude_and_labels_degrees():
+    latitude = np.linspace(-87.2, 87.2, 32)
+    field = np.zeros((32, 64))
+    field[5, 7], field[20, 40] = 3.0, -1.0
+    fig, ax = plt.subplots()
+    image = plotting.grid_image(ax, field, latitude, centred=True, cmap="RdBu_r", title="t")
+    assert image.get_clim() == (-3.0, 3.0)
+    assert image.get_extent() == [0, 360, -87.2, 87.2]
+    assert "deg" in ax.get_xlabel() and "deg" in ax.get_ylabel()
+    assert plotting.grid_image(ax, np.zeros((32, 64)), latitude, centred=True).get_clim() == (-1.0, 1.0)
+    plt.close(fig)

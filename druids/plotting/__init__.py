@@ -18,7 +18,7 @@ from druids.plotting.ensembles import (
     lead_label,
     spread_skill_curves,
 )
-from druids.plotting.maps import add_coastlines, land_fraction, map_axes, plot_map
+from druids.plotting.maps import add_coastlines, grid_image, land_fraction, map_axes, plot_map
 from druids.plotting.spectra import ensemble_spectra, plot_spectrum
 from druids.plotting.style import DPI, load_manifest, manifest_path, savefig, set_style
 
@@ -31,6 +31,7 @@ __all__ = [
     "ensemble_spectra",
     "field_title",
     "field_units",
+    "grid_image",
     "land_fraction",
     "lead_label",
     "load_manifest",

@@ -73,6 +73,21 @@ def plot_map(
     return ax
 
 
+def grid_image(ax, field: np.ndarray, latitude, centred: bool = False, cmap: str = "magma", title: str = "", **kwargs):
+    """Draw a (latitude, longitude) array (latitude ascending, longitudes covering 0-360 E) as a
+    plain image on ``ax``, axes in degrees; ``centred``: symmetric colour limits about zero from
+    the field's own largest magnitude (1 where it is all zero). Returns the image. For the many
+    small panels of the explainability figures, where a cartopy map per panel costs too much."""
+    latitude = np.asarray(latitude)
+    if centred:
+        limit = float(np.abs(field).max()) or 1.0
+        kwargs |= {"vmin": -limit, "vmax": limit}
+    image = ax.imshow(field, origin="lower", extent=(0, 360, latitude.min(), latitude.max()), cmap=cmap, aspect="auto", **kwargs)
+    ax.set(xlabel="longitude [deg E]", ylabel="latitude [deg N]", xticks=[0, 90, 180, 270, 360], yticks=[-60, -30, 0, 30, 60])
+    ax.set_title(title, fontsize=8)
+    return image
+
+
 def add_coastlines(ax, resolution: float = 0.5, **kwargs):
     """Coastlines as the 0.5 contour of the land fraction on a ``resolution``-degree grid (no download)."""
     fraction = land_fraction(resolution)

@@ -24,11 +24,11 @@ def world(seed: int = 0):
     return times[:N_INIT], mu, truth, rng
 
 
-def ensemble(times, mu, rng, members: int, bias: float = 0.0) -> xr.Dataset:
-    """Members ``mu(valid time) + bias + N(0, 1)``: samples of the truth's distribution when ``bias`` is 0."""
+def ensemble(times, mu, rng, members: int, bias: float = 0.0, scale: float = 1.0) -> xr.Dataset:
+    """Members ``mu(valid time) + bias + scale N(0, 1)``: samples of the truth's distribution when ``bias`` is 0 and ``scale`` 1."""
     steps = np.arange(len(LEADS))
     means = np.stack([mu[steps + i] for i in range(len(times))])  # (init, lead, lat, lon)
-    data = means[:, None] + bias + rng.normal(size=(len(times), members, len(LEADS), N_LAT, N_LON))
+    data = means[:, None] + bias + scale * rng.normal(size=(len(times), members, len(LEADS), N_LAT, N_LON))
     dims = ("init_time", "member", "lead_time", "latitude", "longitude")
     return xr.Dataset({"temperature": (dims, data)}, coords={"init_time": times, "member": np.arange(members), "lead_time": LEADS,
                                                              "latitude": np.linspace(-80, 80, N_LAT), "longitude": np.arange(N_LON) * 360.0 / N_LON})  # fmt: skip
@@ -40,6 +40,14 @@ def test_a_model_sampling_the_oracle_distribution_has_ratio_one():
     assert skill.ratio.dims == ("field", "lead_time") and skill.sizes["lead_time"] == 2  # lead 0 dropped
     np.testing.assert_allclose(skill.ratio, 1.0, atol=0.03)
     np.testing.assert_allclose(skill.oracle_rmse, np.sqrt(1 + 1 / 8), rtol=0.03)  # truth noise + mean's sampling noise
+    np.testing.assert_allclose(skill.spread_ratio, 1.0, atol=0.03)
+
+
+def test_an_overdispersed_model_has_the_spread_ratio_of_its_scale():
+    times, mu, truth, rng = world(4)
+    skill = oracle_skill(ensemble(times, mu, rng, 8, scale=2.0), ensemble(times, mu, rng, 8), truth, FIELDS)
+    np.testing.assert_allclose(skill.spread_ratio, 2.0, rtol=0.03)
+    np.testing.assert_allclose(skill.model_spread, 2.0, rtol=0.03)
 
 
 def test_a_biased_model_has_the_closed_form_ratio():

@@ -70,7 +70,10 @@ def oracle_skill(model: xr.Dataset, oracle: xr.Dataset, truth: xr.Dataset, field
     """Ensemble-mean RMSE of ``model`` and ``oracle`` from the same initial times, and their ratio.
 
     ``fields``: (variable, level or None) pairs. Returns ``model_rmse``,
-    ``oracle_rmse`` (field units) and ``ratio`` with dims ``(field, lead_time)``;
+    ``oracle_rmse`` (field units) and ``ratio`` with dims ``(field, lead_time)``,
+    and the ensembles' spreads ``model_spread``, ``oracle_spread`` (root of the
+    area-weighted mean unbiased member variance) and ``spread_ratio`` (1: the
+    model's ensemble as wide as the exact forecast distribution);
     lead 0 (both the initial state) is dropped. See the module docstring for
     the finite-ensemble convention.
     """
@@ -80,8 +83,13 @@ def oracle_skill(model: xr.Dataset, oracle: xr.Dataset, truth: xr.Dataset, field
     model, oracle = model.sel(lead_time=leads), oracle.sel(lead_time=leads)
     infinite = model.sizes["member"] != oracle.sizes["member"]
     observed = field_stack(verifying_truth(model, truth), fields)
-    mse = {name: ensemble_mean_mse(field_stack(ens, fields), observed, infinite) for name, ens in (("model", model), ("oracle", oracle))}
-    out = xr.Dataset({f"{name}_rmse": np.sqrt(value) for name, value in mse.items()})
+    stacks = {name: field_stack(ens, fields) for name, ens in (("model", model), ("oracle", oracle))}
+    weights, over = area_weights(model.latitude), ["init_time", *SPATIAL]
+    out = xr.Dataset({
+        **{f"{name}_rmse": np.sqrt(ensemble_mean_mse(stack, observed, infinite)) for name, stack in stacks.items()},
+        **{f"{name}_spread": np.sqrt(stack.var("member", ddof=1).weighted(weights).mean(over)) for name, stack in stacks.items()},
+    })  # fmt: skip
+    out = out.assign(spread_ratio=out.model_spread / out.oracle_spread)
     return out.assign(ratio=out.model_rmse / out.oracle_rmse).assign_attrs(
         model_members=model.sizes["member"], oracle_members=oracle.sizes["member"], infinite_ensemble_correction=int(infinite)
     )
@@ -148,8 +156,8 @@ def trained_skill(cfg: Config, split_name: str, n_init: int, n_members: int, n_s
 
     Returns a flat dict: ``training_minutes`` (0 if the run was cached),
     ``val_mse_sigma_max`` (the last validation's denoising MSE at the largest
-    noise level, normalised units), ``ratio_<field>_<hours>h`` for every lead
-    of :func:`oracle_skill`, and ``one_step_ratio_<field>``, the area-weighted
+    noise level, normalised units), ``ratio_<field>_<hours>h`` and ``spread_ratio_<field>_<hours>h``
+    for every lead of :func:`oracle_skill`, and ``one_step_ratio_<field>``, the area-weighted
     mean over latitude of :func:`one_step_error_by_latitude`'s ratio.
     """
 
@@ -163,7 +171,9 @@ def trained_skill(cfg: Config, split_name: str, n_init: int, n_members: int, n_s
         row = {"training_minutes": minutes, "val_mse_sigma_max": float(val[val.step == val.step.max()].val_mse.iloc[-1])}
         for field in skill.field.values:
             for lead in skill.lead_time.values:
-                row[f"ratio_{field}_{lead / np.timedelta64(1, 'h'):g}h"] = float(skill.ratio.sel(field=field, lead_time=lead))
+                hours = f"{lead / np.timedelta64(1, 'h'):g}h"
+                row[f"ratio_{field}_{hours}"] = float(skill.ratio.sel(field=field, lead_time=lead))
+                row[f"spread_ratio_{field}_{hours}"] = float(skill.spread_ratio.sel(field=field, lead_time=lead))
             weights = area_weights(one_step.latitude)
             row[f"one_step_ratio_{field}"] = float(one_step.ratio.sel(field=field).weighted(weights).mean())
         return row

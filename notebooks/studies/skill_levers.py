@@ -75,14 +75,19 @@ table = pd.DataFrame(rows).T
 table.round(3)
 
 # %% [markdown]
-# The 6-h and 24-h ratios for the headline fields; lower is better, 1 is the oracle.
+# The 6-h and 24-h ratios for the headline fields (left; lower is better, 1 is the oracle) and
+# the ensemble spread over the oracle's (right; 1: as wide as the exact forecast distribution).
 
 # %%
-ratio_columns = [c for c in table.columns if c.startswith("ratio_") and (c.endswith("_6h") or c.endswith("_24h"))]
-fig, ax = plt.subplots(figsize=(10, 4.5))
-table[ratio_columns].plot.bar(ax=ax)
-ax.axhline(1.0, color="k", lw=0.8)
-ax.set_ylabel("model / oracle ensemble-mean RMSE")
-ax.set_title(f"validation split, {n_init} initial times x {n_members} members, {steps} training steps")
-ax.tick_params(axis="x", labelrotation=60)
+def columns(prefix: str) -> list[str]:
+    return [c for c in table.columns if c.startswith(prefix) and (c.endswith("_6h") or c.endswith("_24h"))]
+
+
+fig, axes = plt.subplots(1, 2, figsize=(15, 4.5))
+for ax, prefix, label in ((axes[0], "ratio_", "model / oracle ensemble-mean RMSE"), (axes[1], "spread_ratio_", "model / oracle spread")):
+    table[columns(prefix)].plot.bar(ax=ax, legend=bool(ax is axes[0]))
+    ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_ylabel(label)
+    ax.tick_params(axis="x", labelrotation=60)
+fig.suptitle(f"validation split, {n_init} initial times x {n_members} members, {steps} training steps")
 fig

@@ -24,9 +24,8 @@ from druids.sampling import (
     stable_days,
     stable_days_table,
 )
+from known_models import Analytic, around_state, small_store
 
-H, W = 8, 16
-LATITUDES = np.rad2deg(np.arcsin(np.polynomial.legendre.leggauss(H)[0]))
 VARIABLES = ("u_component_of_wind", "surface_pressure")
 DATASET = DatasetConfig(variables=VARIABLES, split_fractions=(0.7, 0.15, 0.15), gap_days=0.5, spectral_truncation=None)
 SAMPLING = SamplingConfig(n_levels=4, member_batch=1)
@@ -34,44 +33,6 @@ SAMPLING = SamplingConfig(n_levels=4, member_batch=1)
 STUDY = SamplingStudyConfig(climate_days=0.75, climate_members=2, climate_sampler="edm", climate_n_levels=3, climate_churn=0.0, climate_compare_churn=2.5)
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
-
-
-def small_store(n_times: int = 40, seed: int = 0) -> xr.Dataset:
-    """Random-walk u (2 levels) and surface pressure, 6-hourly."""
-    rng = np.random.default_rng(seed)
-    times = np.datetime64("2000-01-01T00") + np.arange(n_times) * np.timedelta64(6, "h")
-    u = 10 + 1.2 * np.cumsum(rng.standard_normal((n_times, 2, H, W)), axis=0)
-    ps = 1e5 + 100 * np.cumsum(rng.standard_normal((n_times, H, W)), axis=0)
-    grid = ("latitude", "longitude")
-    return xr.Dataset(
-        {
-            "u_component_of_wind": (("time", "level", *grid), u.astype(np.float32), {"units": "m s-1"}),
-            "surface_pressure": (("time", *grid), ps.astype(np.float32), {"units": "Pa"}),
-        },
-        coords={"time": times, "level": np.array([300.0, 700.0], np.float32), "latitude": LATITUDES,
-                "longitude": np.arange(W) * 360.0 / W},
-    )  # fmt: skip
-
-
-class Analytic(torch.nn.Module):
-    """A known elementwise model ``denoise(y, c, sigma) = fn(y, c, sigma)``."""
-
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-        self.anchor = torch.nn.Parameter(torch.zeros(()))  # gives the rollout a device and dtype
-        self.sigma_max = 88.0
-
-    def denoise(self, y, c, sigma):
-        return self.fn(y, c, sigma[:, None, None, None])
-
-    def noise_like(self, x, generator=None):
-        return torch.randn(x.shape, generator=generator, dtype=x.dtype)
-
-
-def around_state(y, c, sigma, s=0.5):
-    """Exact denoiser for a residual ~ N(normalised state, s^2)."""
-    return c[:, :3] + s**2 / (s**2 + sigma**2) * (y - c[:, :3])
 
 
 @pytest.fixture(scope="module")

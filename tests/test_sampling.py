@@ -29,8 +29,7 @@ from druids.sampling import (
     sampler_cost,
 )
 from fixtures.make_sampling_fixture import EXPECTED_PATH, MODEL_PATH, load_denoiser, run_sampler
-from known_models import Analytic
-from wb2 import Random, wb2_dataset
+from known_models import Analytic, around_state, small_store
 
 H, W = 8, 16
 VARIABLES = ("u_component_of_wind", "surface_pressure")
@@ -73,22 +72,12 @@ def noise(members, shape=(1, 64, 128), seed=0, dtype=torch.float64):
     return MemberNoise([member_generator(seed, "model", 0, m) for m in members], shape, dtype)
 
 
-def small_store(n_times: int = 40, seed: int = 0) -> xr.Dataset:
-    """Random-walk u (2 levels) and surface pressure on an 8 x 16 Gaussian grid, 6-hourly, WB2 schema."""
-    fields = {"u_component_of_wind": Random("random_walk", mean=10.0, scale=1.2),
-              "surface_pressure": Random("random_walk", mean=1e5, scale=100.0)}  # fmt: skip
-    return wb2_dataset(fields, n_lat=H, n_lon=W, levels=np.array([300.0, 700.0], np.float32), n_times=n_times, seed=seed)
-
 
 def tiny_model(history: int = 1, objective: str = "edm"):
     torch.manual_seed(0)
     cfg = ModelConfig(objective=objective, base_channels=4, channel_mults=(1,), blocks_per_level=1)
     return build_denoiser(cfg, 3, 3 * history + 4)
 
-
-def around_state(y, c, sigma, s=0.5):
-    """Exact denoiser for a residual ~ N(normalised state, s^2): depends on the condition and the noise."""
-    return c[:, :3] + s**2 / (s**2 + sigma**2) * (y - c[:, :3])
 
 
 @pytest.fixture(scope="module")

@@ -39,8 +39,10 @@ import pandas as pd
 from IPython.display import display
 
 from druids import calibration, plotting, runtime, sampling, training
+from druids.calibration.oracle_skill import one_step_error_by_latitude, oracle_skill
 from druids.config import get_config, objective_config, with_data
 from druids.data import dataset, diagnostics, predictability, source, splits
+from druids.sphere import area_weights
 from druids.values import write_values
 
 plotting.set_style()
@@ -128,6 +130,26 @@ if source.skip_unless_held_suarez(cfg, "the oracle maps"):
 # %%
 curves = {label: calibration.spread_skill(ens, test, levels.headline_fields) for label, ens in ensembles.items()}
 plotting.savefig(plotting.spread_skill_curves(curves), "sampling_spread_skill")
+
+# %% [markdown]
+# ## Against the best possible forecast
+# The oracle's ensemble mean is the best forecast any model can make from these
+# initial states, so the model's skill is measured against it
+# (`druids.calibration.oracle_skill`): its ensemble-mean RMSE over the oracle's (same
+# initial times, same member count; 1 is as good as possible) and its spread over the
+# oracle's (1: as wide as the exact forecast distribution), by lead; and the one-step
+# error of its conditional mean (the denoiser at its largest noise level, one 6-h
+# step) over the oracle's one-step spread, by latitude.
+
+# %%
+if source.skip_unless_held_suarez(cfg, "the skill against the oracle"):
+    skill = oracle_skill(model_ens, ensembles["oracle"], test, levels.headline_fields)
+    mean_sampling = dataclasses.replace(cfg.sampling, n_levels=1, s_churn=0.0, member_batch=1)
+    initial = sampling.initial_states(data[variables], init_times, cfg.dataset.history)
+    conditional_mean = sampling.forecast(denoisers["edm"], stats, initial, 1, 1, mean_sampling, cfg.dataset, seed=cfg.seed, progress=False)
+    one_step = one_step_error_by_latitude(conditional_mean, ensembles["oracle"], test, levels.headline_fields)
+    plotting.savefig(plotting.oracle_skill_curves(skill, one_step), "sampling_oracle_skill")
+    display(skill[["ratio", "spread_ratio"]].to_dataframe().unstack("field").round(2))
 
 # %% [markdown]
 # ## Does sampling blur or add noise? Kinetic-energy spectra
@@ -260,6 +282,12 @@ values = {
 }
 if HELD_SUAREZ:
     values["samplingHighWavenumberEnergyRatio"] = f"{100 * high_k['model'] / high_k['oracle']:.0f}"
+    oracle_leads = {"Six": np.timedelta64(6, "h"), "TwentyFour": np.timedelta64(24, "h"), "Final": final}
+    for field, suffix in ((T_MID, "T"), (U_JET, "U")):
+        for word, at in oracle_leads.items():
+            values[f"samplingOracleRatio{word}{suffix}"] = f"{float(skill.ratio.sel(field=field, lead_time=at)):.2f}"
+            values[f"samplingOracleSpreadRatio{word}{suffix}"] = f"{float(skill.spread_ratio.sel(field=field, lead_time=at)):.2f}"
+        values[f"samplingOneStepRatio{suffix}"] = f"{float(one_step.ratio.sel(field=field).weighted(area_weights(one_step.latitude)).mean()):.2f}"
 for label, c in curves.items():
     for score in ("spread", "rmse"):
         for field, suffix in ((T_MID, "T"), (U_JET, "U")):

@@ -225,3 +225,20 @@ def test_grid_image_centres_on_its_own_largest_magnitude_and_labels_degrees():
     assert "deg" in ax.get_xlabel() and "deg" in ax.get_ylabel()
     assert plotting.grid_image(ax, np.zeros((32, 64)), latitude, centred=True).get_clim() == (-1.0, 1.0)
     plt.close(fig)
+
+
+def test_oracle_skill_curves_draw_both_ratios_by_lead_and_the_one_step_ratio_by_latitude():
+    leads = (np.arange(1, 4) * np.timedelta64(6, "h")).astype("timedelta64[ns]")
+    fields = ["temperature@562.5", "u_component_of_wind@312.5"]
+    skill = xr.Dataset({"ratio": (("field", "lead_time"), [[3.0, 2.0, 1.5], [2.0, 1.8, 1.2]]),
+                        "spread_ratio": (("field", "lead_time"), [[2.0, 1.5, 1.2], [1.1, 1.0, 0.9]])},
+                       coords={"field": fields, "lead_time": leads})  # fmt: skip
+    latitude = np.linspace(-80, 80, 5)
+    one_step = xr.Dataset({"ratio": (("field", "latitude"), np.full((2, 5), 4.0))}, coords={"field": fields, "latitude": latitude}, attrs={"lead_hours": 6.0})
+    fig = plotting.oracle_skill_curves(skill, one_step)
+    by_lead, by_latitude = fig.axes
+    assert len(by_lead.lines) == 2 * 2 + 1 and len(by_latitude.lines) == 2 + 1  # + the oracle's line at 1
+    np.testing.assert_allclose(by_lead.lines[0].get_xdata(), [6, 12, 18])
+    np.testing.assert_allclose(by_lead.lines[1].get_ydata(), [2.0, 1.5, 1.2])
+    assert "6 h" in by_latitude.get_title() and "[h]" in by_lead.get_xlabel()
+    plt.close(fig)

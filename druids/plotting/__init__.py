@@ -16,6 +16,7 @@ from druids.plotting.ensembles import (
     field_title,
     field_units,
     lead_label,
+    oracle_skill_curves,
     spread_skill_curves,
 )
 from druids.plotting.maps import add_coastlines, grid_image, land_fraction, map_axes, plot_map
@@ -37,6 +38,7 @@ __all__ = [
     "load_manifest",
     "manifest_path",
     "map_axes",
+    "oracle_skill_curves",
     "plot_map",
     "plot_spectrum",
     "rms_series",

@@ -119,3 +119,31 @@ def spread_skill_curves(curves: dict[str, xr.Dataset]):
         ax.set_ylabel(f"area-weighted RMS [{field_units(field)}]")
     axes[0, 0].legend(fontsize=8)
     return fig
+
+
+def oracle_skill_curves(skill: xr.Dataset, one_step: xr.Dataset):
+    """The model against the best possible forecast: two panels.
+
+    Left, against lead time in hours: the ensemble-mean RMSE ratio model / oracle
+    (solid) and the spread ratio (dashed) per field, from ``skill`` (``ratio`` and
+    ``spread_ratio`` of dims (field, lead_time), as
+    :func:`druids.calibration.oracle_skill.oracle_skill` returns). Right, against
+    latitude: the one-step conditional-mean error over the oracle's one-step
+    spread per field, from ``one_step`` (``ratio`` of dims (field, latitude)).
+    The line at 1 is the oracle.
+    """
+    fig, (by_lead, by_latitude) = plt.subplots(1, 2, figsize=(11, 4))
+    hours = skill.lead_time / np.timedelta64(1, "h")
+    for index, field in enumerate(skill.field.values):
+        name = field_title(field).rsplit(" [", 1)[0]  # a ratio has no units
+        by_lead.plot(hours, skill.ratio.sel(field=field), "o-", color=f"C{index}", label=f"{name}: RMSE ratio")
+        by_lead.plot(hours, skill.spread_ratio.sel(field=field), "s--", color=f"C{index}", label=f"{name}: spread ratio")
+        by_latitude.plot(one_step.latitude, one_step.ratio.sel(field=field), color=f"C{index}", label=name)
+    for ax in (by_lead, by_latitude):
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_yscale("log")
+        ax.legend(fontsize=8)
+    by_lead.set(xlabel="lead time [h]", ylabel="model / oracle", title="ensemble mean and spread against the oracle's")
+    lead = one_step.attrs.get("lead_hours", 6)
+    by_latitude.set(xlabel="latitude [deg N]", ylabel="model error / oracle spread", title=f"one-step ({lead:g} h) conditional mean")
+    return fig

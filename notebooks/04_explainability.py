@@ -377,8 +377,8 @@ truth["test"].describe().T[["mean", "std", "min", "max"]].round(2)
 # (encoder, bottleneck, decoder), each averaged onto a `probe_pool` grid, at `probe_sigmas`.
 # Controls: the same architecture randomly initialised, and the raw network input
 # `[c_in y, c]`. A feature counts as represented at a layer and sigma only where the trained
-# network beats *both* controls: the 5 % bootstrap quantile of the paired score difference
-# over held-out states is above zero.
+# network beats *both* controls and chance (a constant prediction: R^2 0, AUC 0.5): the 5 %
+# bootstrap quantile of the paired score difference over held-out states is above zero.
 
 # %%
 random_net = training.build_model(dataclasses.replace(cfg, seed=cfg.seed + 1), stats).to(model_device).eval().requires_grad_(False)
@@ -398,7 +398,7 @@ fig, axes = plt.subplots(1, len(ex.probe_sigmas), figsize=(3.3 * len(ex.probe_si
 for ax, sigma in zip(axes[0], ex.probe_sigmas):
     table = represented[represented.sigma == sigma]
     score = table.pivot(index="feature", columns="layer", values="score").loc[feature_names, layers]
-    margin = table.assign(m=table[["margin_random", "margin_raw"]].min(axis=1)).pivot(index="feature", columns="layer", values="m").loc[feature_names, layers]
+    margin = table.assign(m=table[["margin_random", "margin_raw", "margin_chance"]].min(axis=1)).pivot(index="feature", columns="layer", values="m").loc[feature_names, layers]
     image = ax.imshow(score.clip(0, 1).values, cmap="viridis", vmin=0, vmax=1, aspect="auto")
     for i, j in np.argwhere(margin.values > 0):
         ax.plot(j, i, "o", mfc="none", mec="w", ms=9, mew=1.5)

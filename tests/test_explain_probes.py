@@ -56,6 +56,16 @@ def test_a_feature_counts_as_represented_only_where_the_network_beats_every_cont
     assert not same.represented.any()  # a network never beats itself
 
 
+def test_a_probe_worse_than_chance_is_not_represented_however_bad_the_controls():
+    """Negative R^2 all round: the trained probe is less wrong than the controls, but no better than the mean."""
+    rng = np.random.default_rng(3)
+    truth = pd.DataFrame({"linear": rng.normal(size=200)})
+    noise = lambda scale: pd.DataFrame({"linear": scale * rng.normal(size=200)})  # noqa: E731
+    table = probes.against_controls(noise(1.0), {"random": noise(3.0), "raw": noise(3.0)}, truth, {"linear": "r2"}, n_boot=200, seed=0)
+    assert table.loc["linear", "margin_random"] > 0 and table.loc["linear", "score"] < 0
+    assert table.loc["linear", "margin_chance"] < 0 and not table.loc["linear", "represented"]
+
+
 def test_scores_and_bootstrap():
     truth = np.array([0.0, 0.0, 1.0, 1.0])
     assert probes.score("auc", truth, np.array([0.1, 0.2, 0.8, 0.9])) == 1.0

@@ -17,7 +17,10 @@ trained network beats both controls on the held-out states: the same probe on
 the same layer of a randomly initialised network of the same architecture,
 and on the raw network input. "Beats" means that the lower ``level`` quantile
 of a paired bootstrap over held-out states (:func:`paired_bootstrap`) of the
-score difference is above zero, for both controls (:func:`against_controls`).
+score difference is above zero, for both controls (:func:`against_controls`);
+and it must beat chance the same way (a constant prediction: R^2 = 0, AUC = 0.5),
+or a probe that fails everywhere, only less badly than the controls (negative
+R^2 all round), would count.
 """
 
 from __future__ import annotations
@@ -101,17 +104,19 @@ def against_controls(
     ``trained`` and each of ``controls`` (name -> predictions): held-out
     predictions (test states x features) of the same probe. One row per
     feature: ``score`` (trained), ``score_<control>``, ``margin_<control>``
-    (the lower ``level`` bootstrap quantile of trained minus control) and
-    ``represented`` (every margin > 0).
+    (the lower ``level`` bootstrap quantile of trained minus control),
+    ``margin_chance`` (the same against a constant prediction, the held-out
+    mean: R^2 0, AUC 0.5) and ``represented`` (every margin > 0).
     """
+    chance = pd.DataFrame({feature: np.full(len(truth), truth[feature].mean()) for feature in metrics})
     rows = []
     for feature, metric in metrics.items():
         y = truth[feature].values
         row = {"feature": feature, "metric": metric, "score": score(metric, y, trained[feature].values)}
-        for name, control in controls.items():
+        for name, control in {**controls, "chance": chance}.items():
             difference = paired_bootstrap(metric, y, trained[feature].values, control[feature].values, n_boot, seed)
             row[f"score_{name}"] = score(metric, y, control[feature].values)
             row[f"margin_{name}"] = float(np.quantile(difference, level)) if difference.size else float("nan")
-        row["represented"] = all(row[f"margin_{name}"] > 0 for name in controls)
+        row["represented"] = all(row[f"margin_{name}"] > 0 for name in [*controls, "chance"])
         rows.append(row)
     return pd.DataFrame(rows).set_index("feature")

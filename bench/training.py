@@ -20,7 +20,7 @@ the training loop runs it), measured in one run:
   dense bf16 peak (``--peak-tflops``, default 989 for an H100 SXM).
 Results go to ``bench/training.json``.
 
-Usage: ``python bench/training.py [--steps 10] [--batch 8]``
+Usage: ``python bench/training.py [--steps 10] [--batch 8] [--variants "compile,bf16 + channels-last"]``
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ CPU_VARIANTS = [
     ("compile", False, True, False),
     ("compile + channels-last", True, True, False),
     ("bf16 + channels-last", True, False, True),
+    ("compile + bf16 + channels-last", True, True, True),
 ]
 
 
@@ -165,14 +166,16 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--gpu-batch", type=int, default=64)
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="device dense bf16 peak, TFLOP/s")
+    parser.add_argument("--variants", default="", help="comma-separated CPU variant names (default: all); the baseline always runs")
     args = parser.parse_args()
+    chosen = [v for v in CPU_VARIANTS[1:] if not args.variants or v[0] in args.variants.split(",")]
     cores = os.cpu_count() or 1
     peak = cpu_peak(cores)
     print(json.dumps(peak), flush=True)
     flops = flops_per_sample(get_config("default").model)
     results = []
     for processes in sorted({cores, 1}, reverse=True):
-        for variant in CPU_VARIANTS if processes == cores else CPU_VARIANTS[:1]:
+        for variant in [CPU_VARIANTS[0], *chosen] if processes == cores else CPU_VARIANTS[:1]:
             row = measure_cpu(variant, processes, args.batch, args.steps)
             row["achieved_gflops"] = flops * row["samples_per_s"] / 1e9
             row["fraction_of_conv_train_peak"] = row["achieved_gflops"] / peak[f"conv_train_{'bf16' if row['bf16'] else 'fp32'}_gflops"]
@@ -191,7 +194,8 @@ def main() -> None:
         "date": datetime.date.today().isoformat(),
         "device": cpu + (f"; {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "; no GPU"),
         "torch": torch.__version__,
-        "command": f"python bench/training.py --steps {args.steps} --batch {args.batch} --gpu-batch {args.gpu_batch}",
+        "command": f"python bench/training.py --steps {args.steps} --batch {args.batch} --gpu-batch {args.gpu_batch}"
+        + (f" --variants '{args.variants}'" if args.variants else ""),
         "flops_per_sample": flops,
         "cpu_peak": peak,
         "results": results,

@@ -63,16 +63,17 @@ def test_chapters_run_on_the_era5_schema_store(era5_run):
     assert float(training["trainEdmTwentyFourRmseT"]) < float(training["trainClimatologyTwentyFourRmseT"])
     sampling = values(out, "03_sampling")
     assert float(sampling["samplingSpreadModelT"]) > 0 and "samplingRmseOracleT" not in sampling
+    assert "samplingOracleRatioSixT" not in sampling and "samplingOneStepRatioT" not in sampling
     assert "samplingClimateDays" not in sampling  # the free run against the world's climate is skipped
 
 
 def test_held_suarez_only_parts_are_skipped_visibly(era5_run):
     store, out, notebooks = era5_run
-    for stem, skipped in (("01_data", 2), ("03_sampling", 3)):
+    for stem, skipped in (("01_data", 2), ("03_sampling", 4)):  # 03: oracle ensembles and maps, skill against the oracle, free runs
         assert printed(notebooks[stem]).count(f"Skipped on {store}") == skipped
     figures = {p.stem for p in (out / "figures").glob("*.png")}
     assert {"data_snapshots", "training_loss_curves", "sampling_spread_skill", "sampling_cost"} <= figures
-    assert not figures & {"data_predictability", "data_noise_effect", "sampling_oracle_maps", "sampling_climate"}
+    assert not figures & {"data_predictability", "data_noise_effect", "sampling_oracle_maps", "sampling_oracle_skill", "sampling_climate"}
 
 
 def test_calibration_functions_on_the_era5_schema_store(era5_run, smoke_config):

@@ -347,12 +347,12 @@ metrics = ["crps_fair", "ssr", "convexity"] + (["energy_distance"] if HELD_SUARE
 long = after.melt(id_vars=["variant", "field"], value_vars=metrics, var_name="metric")
 long["field"] = long["field"].str.replace("_component_of_wind", "")
 grid = sns.catplot(data=long, x="field", y="value", hue="variant", col="metric", kind="bar", sharey=False, height=3.2, aspect=1.1)
-METRIC_LABELS = {"crps_fair": "fair CRPS [K or m/s]", "ssr": "spread-skill ratio", "convexity": "rank-histogram convexity",
-                 "energy_distance": "energy distance to the oracle [K or m/s]"}  # fmt: skip
+METRIC_LABELS = {"crps_fair": ("fair CRPS", "K or m/s"), "ssr": ("spread-skill ratio", "ratio"), "convexity": ("rank-histogram convexity", "-"),
+                 "energy_distance": ("energy distance to the oracle", "K or m/s")}  # fmt: skip
 for ax, metric in zip(grid.axes.flat, metrics):
     ax.axhline(1.0 if metric == "ssr" else 0.0, color="k", lw=0.8, ls=":")
     ax.tick_params(axis="x", labelsize=8)
-    ax.set(ylabel=METRIC_LABELS[metric], title=METRIC_LABELS[metric].split(" [")[0])
+    ax.set(title=METRIC_LABELS[metric][0], ylabel=f"[{METRIC_LABELS[metric][1]}]")
 plotting.savefig(grid.figure, "calibration_before_after")
 
 # %% [markdown]

@@ -39,7 +39,7 @@ import pandas as pd
 from IPython.display import display
 
 from druids import calibration, plotting, runtime, sampling, training
-from druids.calibration.oracle_skill import one_step_error_by_latitude, oracle_skill
+from druids.calibration.oracle_skill import conditional_mean_step, one_step_error_by_latitude, oracle_skill
 from druids.config import get_config, objective_config, with_data
 from druids.data import dataset, diagnostics, predictability, source, splits
 from druids.sphere import area_weights
@@ -144,9 +144,7 @@ plotting.savefig(plotting.spread_skill_curves(curves), "sampling_spread_skill")
 # %%
 if source.skip_unless_held_suarez(cfg, "the skill against the oracle"):
     skill = oracle_skill(model_ens, ensembles["oracle"], test, levels.headline_fields)
-    mean_sampling = dataclasses.replace(cfg.sampling, n_levels=1, s_churn=0.0, member_batch=1)
-    initial = sampling.initial_states(data[variables], init_times, cfg.dataset.history)
-    conditional_mean = sampling.forecast(denoisers["edm"], stats, initial, 1, 1, mean_sampling, cfg.dataset, seed=cfg.seed, progress=False)
+    conditional_mean = conditional_mean_step(denoisers["edm"], stats, sampling.initial_states(data[variables], init_times, cfg.dataset.history), cfg)
     one_step = one_step_error_by_latitude(conditional_mean, ensembles["oracle"], test, levels.headline_fields)
     plotting.savefig(plotting.oracle_skill_curves(skill, one_step), "sampling_oracle_skill")
     display(skill[["ratio", "spread_ratio"]].to_dataframe().unstack("field").round(2))

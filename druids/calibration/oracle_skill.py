@@ -135,9 +135,15 @@ def skill_against_oracle(
     sampling_cfg = dataclasses.replace(cfg.sampling, member_batch=n_members)
     model = forecast(denoiser, stats, states, n_members, n_steps, sampling_cfg, cfg.dataset, cfg.seed, progress=progress)
     oracle = oracle_forecast(cfg.world, init_times, n_members, n_steps, cfg.seed, variables)
-    mean_cfg = dataclasses.replace(cfg.sampling, n_levels=1, s_churn=0.0, member_batch=1)
-    mean = forecast(denoiser, stats, states, 1, 1, mean_cfg, cfg.dataset, cfg.seed, progress=False)
+    mean = conditional_mean_step(denoiser, stats, states, cfg)
     return oracle_skill(model, oracle, truth, fields), one_step_error_by_latitude(mean, oracle, truth, fields)
+
+
+def conditional_mean_step(denoiser, stats, states: xr.Dataset, cfg: Config) -> xr.Dataset:
+    """The model's one-step (6-h) conditional-mean forecast from ``states``: a sampler with one noise
+    level and no churn, i.e. the denoiser's estimate at ``SamplingConfig.sigma_max``; forecast layout, one member."""
+    mean_cfg = dataclasses.replace(cfg.sampling, n_levels=1, s_churn=0.0, member_batch=1)
+    return forecast(denoiser, stats, states, 1, 1, mean_cfg, cfg.dataset, cfg.seed, progress=False)
 
 
 @dataclasses.dataclass(frozen=True)

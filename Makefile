@@ -38,7 +38,7 @@ test: setup
 	rm -rf $(NBVAL_DIR) && mkdir -p $(NBVAL_DIR)
 	for f in notebooks/[0-9][0-9]_*.py; do \
 	  $(BIN)/jupytext --quiet --to ipynb --set-kernel python3 -o $(NBVAL_DIR)/$$(basename $${f%.py}).ipynb $$f || exit 1; done
-	$(BIN)/python -m pytest tests $(NBVAL_DIR) --nbval-lax -p no:cacheprovider
+	$(BIN)/python -m pytest tests $(NBVAL_DIR) --nbval-lax -p no:cacheprovider --durations=25
 
 # The PDF from the chapters' figures (paper/figures) and numbers (paper/values); LaTeX's
 # auxiliary files go to build/paper. Needs LaTeX with latexmk; without it, says how to get it.

@@ -10,13 +10,13 @@ measures in one run, on the CPU and, when ``torch.cuda.is_available()``, on the 
   (``SamplingConfig()``: DPM-Solver++(2S), 20 noise levels, 39 NFE per 6-hour
   step; the ``default`` profile's chapters use 10 levels), all members in
   one batch (``member_batch = members``) for the variants of ``SamplingConfig``
-  (eager fp32: the baseline; ``bf16``; ``channels_last``; both), and eager
-  fp32 one member at a time (``member_batch = 1``);
+  (eager fp32: the baseline; ``bf16``; ``channels_last``; both; ``compile``;
+  all three), and eager fp32 one member at a time (``member_batch = 1``);
 - denoiser evaluations/s inside those forecasts (one evaluation = one sample
   through the network: NFE x member-steps / s), and, for the baseline, of the
   bare network (forward passes only, same batch size), which shows the
   forecast's overhead.
-Each forecast is warmed up by one untimed step. Results go to ``bench/sampling.json``.
+Each forecast is warmed up by one untimed step (which also compiles). Results go to ``bench/sampling.json``.
 
 Usage: ``python bench/sampling.py [--members 16] [--steps 2] [--gpu-members 64]``
 """
@@ -87,8 +87,15 @@ def forward_rate(denoiser, n_channels: int, n_condition: int, batch: int, device
     return calls * batch / (time.perf_counter() - start)
 
 
-#: Variants of ``SamplingConfig`` measured batched: (name, bf16, channels_last)
-VARIANTS = [("eager fp32", False, False), ("bf16", True, False), ("channels-last", False, True), ("bf16 + channels-last", True, True)]
+#: Variants of ``SamplingConfig`` measured batched: (name, bf16, channels_last, compile)
+VARIANTS = [
+    ("eager fp32", False, False, False),
+    ("bf16", True, False, False),
+    ("channels-last", False, True, False),
+    ("bf16 + channels-last", True, True, False),
+    ("compile", False, False, True),
+    ("compile + bf16 + channels-last", True, True, True),
+]
 
 
 def forward_flops(denoiser, n_channels: int) -> float:
@@ -111,13 +118,14 @@ def measure(device: torch.device, members: int, steps: int) -> list[dict]:
     flops = forward_flops(denoiser.cpu(), n_channels)
     denoiser.to(device)
     initial = states.isel(time=[-1])
-    runs = [(name, bf16, channels_last, members) for name, bf16, channels_last in VARIANTS]
-    runs.append(("eager fp32, one at a time", False, False, 1))
+    runs = [(*variant, members) for variant in VARIANTS]
+    runs.append(("eager fp32, one at a time", False, False, False, 1))
     rows = []
-    for name, bf16, channels_last, batch in runs:
-        sampling_cfg = dataclasses.replace(GENCAST_SAMPLER, member_batch=batch, bf16=bf16, channels_last=channels_last)
+    for name, bf16, channels_last, compiled, batch in runs:
+        options = {"bf16": bf16, "channels_last": channels_last, "compile": compiled}
+        sampling_cfg = dataclasses.replace(GENCAST_SAMPLER, member_batch=batch, **options)
         cost = sampling.sampler_cost(denoiser, stats, initial, sampling_cfg, cfg.dataset, members, steps)
-        row = {"device": device.type, "variant": name, "bf16": bf16, "channels_last": channels_last, "members": members, **cost,
+        row = {"device": device.type, "variant": name, **options, "members": members, **cost,
                "achieved_gflops": flops * cost["evaluations_per_s"] / 1e9}  # fmt: skip
         if name == "eager fp32":
             calls = max(4, 4 * members // batch) if device.type == "cuda" else max(2, members // batch)

@@ -41,6 +41,8 @@ def test_a_model_sampling_the_oracle_distribution_has_ratio_one():
     np.testing.assert_allclose(skill.ratio, 1.0, atol=0.03)
     np.testing.assert_allclose(skill.oracle_rmse, np.sqrt(1 + 1 / 8), rtol=0.03)  # truth noise + mean's sampling noise
     np.testing.assert_allclose(skill.spread_ratio, 1.0, atol=0.03)
+    np.testing.assert_allclose(skill.model_ssr, 1.0, atol=0.04)  # exchangeable with the truth
+    np.testing.assert_allclose(skill.oracle_ssr, 1.0, atol=0.04)
 
 
 def test_an_overdispersed_model_has_the_spread_ratio_of_its_scale():
@@ -48,6 +50,8 @@ def test_an_overdispersed_model_has_the_spread_ratio_of_its_scale():
     skill = oracle_skill(ensemble(times, mu, rng, 8, scale=2.0), ensemble(times, mu, rng, 8), truth, FIELDS)
     np.testing.assert_allclose(skill.spread_ratio, 2.0, rtol=0.03)
     np.testing.assert_allclose(skill.model_spread, 2.0, rtol=0.03)
+    # spread 2 against an ensemble-mean error sqrt(1 + 4 / 8): flagged as over-dispersed
+    np.testing.assert_allclose(skill.model_ssr, np.sqrt(9 / 8) * 2.0 / np.sqrt(1.5), rtol=0.04)
 
 
 def test_a_biased_model_has_the_closed_form_ratio():

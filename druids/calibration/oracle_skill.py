@@ -19,9 +19,8 @@ far a model is from it (both 1 for a perfect model, larger is worse):
   over longitude and initial times, per latitude: the oracle's spread is the
   RMSE of the best one-step forecast.
 
-:func:`skill_against_oracle` makes the ensembles and computes both on a split;
-:func:`trained_skill` trains (or loads) a configuration's model and scores it
-(the lever study of ``notebooks/studies/skill_levers.py``).
+:func:`skill_against_oracle` makes the ensembles and computes both on a split
+(:func:`druids.calibration.levers.trained_skill` for a configuration's model).
 
 Inputs are field stacks (:func:`druids.data.diagnostics.field_stack`) or
 datasets with dims ``(init_time, [member,] lead_time, [level,] latitude, longitude)``
@@ -31,22 +30,17 @@ and a truth with ``time`` (:func:`druids.calibration.skill.verifying_truth`).
 from __future__ import annotations
 
 import dataclasses
-import json
-import time
 
 import numpy as np
 import xarray as xr
 
-from druids.cache import compute_or_load
 from druids.calibration.experiments import split_init_times
 from druids.calibration.oracle import oracle_forecast
 from druids.calibration.skill import verifying_truth
 from druids.config import Config
 from druids.data.diagnostics import field_stack
-from druids.data.source import open_dataset
 from druids.sampling import forecast, initial_states
 from druids.sphere import area_weights
-from druids.training import auto_processes, load_trained
 
 SPATIAL = ("latitude", "longitude")
 
@@ -73,7 +67,11 @@ def oracle_skill(model: xr.Dataset, oracle: xr.Dataset, truth: xr.Dataset, field
     ``oracle_rmse`` (field units) and ``ratio`` with dims ``(field, lead_time)``,
     and the ensembles' spreads ``model_spread``, ``oracle_spread`` (root of the
     area-weighted mean unbiased member variance) and ``spread_ratio`` (1: the
-    model's ensemble as wide as the exact forecast distribution);
+    model's ensemble as wide as the exact forecast distribution), and each
+    ensemble's spread-skill ratio ``model_ssr``, ``oracle_ssr``
+    (``sqrt((M + 1) / M) * spread / RMSE``, variances and squared errors averaged
+    before the roots, the RMSE without the finite-ensemble correction; as
+    :func:`druids.calibration.scores.headline`);
     lead 0 (both the initial state) is dropped. See the module docstring for
     the finite-ensemble convention.
     """
@@ -89,6 +87,9 @@ def oracle_skill(model: xr.Dataset, oracle: xr.Dataset, truth: xr.Dataset, field
         **{f"{name}_rmse": np.sqrt(ensemble_mean_mse(stack, observed, infinite)) for name, stack in stacks.items()},
         **{f"{name}_spread": np.sqrt(stack.var("member", ddof=1).weighted(weights).mean(over)) for name, stack in stacks.items()},
     })  # fmt: skip
+    for name, stack in stacks.items():  # spread-skill ratio (GenCast's convention), uncorrected MSE
+        factor = np.sqrt((stack.sizes["member"] + 1) / stack.sizes["member"])
+        out[f"{name}_ssr"] = factor * out[f"{name}_spread"] / np.sqrt(ensemble_mean_mse(stack, observed, infinite=False))
     out = out.assign(spread_ratio=out.model_spread / out.oracle_spread)
     return out.assign(ratio=out.model_rmse / out.oracle_rmse).assign_attrs(
         model_members=model.sizes["member"], oracle_members=oracle.sizes["member"], infinite_ensemble_correction=int(infinite)
@@ -144,46 +145,3 @@ def conditional_mean_step(denoiser, stats, states: xr.Dataset, cfg: Config) -> x
     level and no churn, i.e. the denoiser's estimate at ``SamplingConfig.sigma_max``; forecast layout, one member."""
     mean_cfg = dataclasses.replace(cfg.sampling, n_levels=1, s_churn=0.0, member_batch=1)
     return forecast(denoiser, stats, states, 1, 1, mean_cfg, cfg.dataset, cfg.seed, progress=False)
-
-
-@dataclasses.dataclass(frozen=True)
-class SkillKey:
-    """Cache key of :func:`trained_skill`: the run and how it is scored."""
-
-    config: Config
-    split_name: str
-    n_init: int
-    n_members: int
-    n_steps: int
-
-
-def trained_skill(cfg: Config, split_name: str, n_init: int, n_members: int, n_steps: int, progress: bool = True) -> dict:
-    """Train (or load) the model of ``cfg`` and score it against the oracle on a split; cached by ``cfg``.
-
-    Returns a flat dict: ``training_minutes`` (0 if the run was cached),
-    ``val_mse_sigma_max`` (the last validation's denoising MSE at the largest
-    noise level, normalised units), ``ratio_<field>_<hours>h`` and ``spread_ratio_<field>_<hours>h``
-    for every lead of :func:`oracle_skill`, and ``one_step_ratio_<field>``, the area-weighted
-    mean over latitude of :func:`one_step_error_by_latitude`'s ratio.
-    """
-
-    def compute() -> dict:
-        start = time.perf_counter()
-        run = load_trained(cfg, progress=progress, processes=auto_processes(cfg))
-        minutes = (time.perf_counter() - start) / 60
-        data, _ = open_dataset(cfg, progress=progress)
-        skill, one_step = skill_against_oracle(run.denoiser, run.stats, data, cfg, split_name, n_init, n_members, n_steps)
-        val = run.metrics[run.metrics.kind == "val"]
-        row = {"training_minutes": minutes, "val_mse_sigma_max": float(val[val.step == val.step.max()].val_mse.iloc[-1])}
-        for field in skill.field.values:
-            for lead in skill.lead_time.values:
-                hours = f"{lead / np.timedelta64(1, 'h'):g}h"
-                row[f"ratio_{field}_{hours}"] = float(skill.ratio.sel(field=field, lead_time=lead))
-                row[f"spread_ratio_{field}_{hours}"] = float(skill.spread_ratio.sel(field=field, lead_time=lead))
-            weights = area_weights(one_step.latitude)
-            row[f"one_step_ratio_{field}"] = float(one_step.ratio.sel(field=field).weighted(weights).mean())
-        return row
-
-    key = SkillKey(cfg, split_name, n_init, n_members, n_steps)
-    return compute_or_load("trained_skill", key, compute, save=lambda row, path: path.write_text(json.dumps(row)),
-                           load=lambda path: json.loads(path.read_text()), suffix="json")  # fmt: skip

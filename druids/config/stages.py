@@ -240,7 +240,9 @@ class SamplingConfig:
     it the model's own mass budget drifts in long rollouts. No effect on
     variable sets without ``surface_pressure``.
     Speed only (``bench/sampling.py``): ``bf16`` autocast of the network where
-    supported, ``channels_last`` (a copy of the model, ``sampling.rollout.for_sampling``).
+    supported, ``channels_last`` and ``compile`` (``torch.compile``, about a minute
+    of compilation per forecast call on the CPU) on a copy of the model
+    (``sampling.rollout.for_sampling``).
     """
 
     sampler: str = "dpmpp_2s"
@@ -258,3 +260,4 @@ class SamplingConfig:
     conserve_mass: bool = True
     bf16: bool = False
     channels_last: bool = False
+    compile: bool = False

@@ -143,12 +143,15 @@ def member_batches(
 
 
 def for_sampling(denoiser, sampling_cfg: SamplingConfig):
-    """The denoiser as sampling runs it: itself, or with ``SamplingConfig.channels_last`` a copy in the
-    channels-last layout (same weights and arithmetic), so that the caller's model keeps its own layout."""
-    if not sampling_cfg.channels_last:
+    """The denoiser as sampling runs it: itself, or a copy (same weights and arithmetic, so that the
+    caller's model keeps its layout) in the channels-last layout (``SamplingConfig.channels_last``)
+    and compiled with ``torch.compile`` (``SamplingConfig.compile``)."""
+    if not (sampling_cfg.channels_last or sampling_cfg.compile):
         return denoiser
     fast = copy.deepcopy(denoiser)
-    fast.net.use_channels_last()
+    fast.net.use_channels_last(sampling_cfg.channels_last)
+    if sampling_cfg.compile:
+        fast.net.compile()
     return fast
 
 

@@ -45,7 +45,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from druids import plotting
-from druids.calibration.oracle_skill import trained_skill
+from druids.calibration.levers import trained_skill
 from druids.config import get_config, updated
 
 plotting.set_style()

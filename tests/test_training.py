@@ -16,7 +16,7 @@ import pytest
 import torch
 from torch import nn
 
-from druids import training
+from druids import runtime, training
 from druids.training import batches, checkpoint, diagnostics
 from druids.config import TrainingConfig, get_config, to_dict
 from druids.data.dataset import ForecastDataset, collate
@@ -311,3 +311,23 @@ def test_training_with_condition_noise_runs(smoke_run, smoke_cfg, tmp_path):
     assert reference[0] == pytest.approx(_first_step_loss(smoke_cfg, 1.0), rel=1e-6)
     clean = _first_step_loss(smoke_cfg, 0.0)
     assert clean != pytest.approx(losses[0], rel=1e-3) and clean != pytest.approx(reference[0], rel=1e-3)
+
+
+def test_speed_options_train_the_eager_model(smoke_store, smoke_cfg, tmp_path):
+    """``compile`` + ``channels_last`` computes the eager fp32 loss (the first step's, at the same weights,
+    to float precision) and its checkpoint holds plain weights that load into an eager model; ``bf16``
+    changes the loss by bf16's precision. Later steps are compared loosely: Adam turns float-level
+    differences in near-zero gradients (of zero-initialised weights) into full-size updates."""
+    tc = dataclasses.replace(smoke_cfg.training, batch_size=4, n_steps=6, warmup_steps=2, checkpoint_every=6, val_every=6)
+    configs = {"eager": tc, "compiled": dataclasses.replace(tc, compile=True, channels_last=True), "bf16": dataclasses.replace(tc, bf16=True)}
+    runs = {name: training.train(dataclasses.replace(smoke_cfg, training=c), tmp_path / name, progress=False) for name, c in configs.items()}
+    losses = {name: training.read_metrics(tmp_path / name).query("kind == 'train'").loss.values for name in configs}
+    np.testing.assert_allclose(losses["compiled"][0], losses["eager"][0], rtol=1e-5)
+    np.testing.assert_allclose(losses["bf16"][0], losses["eager"][0], rtol=0.01)
+    if runtime.bf16_supported("cpu"):
+        assert losses["bf16"][0] != losses["eager"][0]  # bf16 was on
+    for name in ("compiled", "bf16"):
+        np.testing.assert_allclose(losses[name], losses["eager"], rtol=0.1)
+    loaded = training.load_trained(dataclasses.replace(smoke_cfg, training=configs["compiled"]), tmp_path / "compiled", progress=False)
+    assert loaded.denoiser.state_dict().keys() == runs["eager"].ema.state_dict().keys()  # a strict load of plain weights
+    assert not isinstance(loaded.denoiser.net, torch._dynamo.eval_frame.OptimizedModule)

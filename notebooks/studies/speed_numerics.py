@@ -1,0 +1,83 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% tags=["parameters"]
+profile = "default"
+seed = 0
+n_init = 8  # validation initial times of the sampling comparison
+n_members = 8
+lead_steps = 4  # 6-h steps: 6 h to 24 h
+
+# %% [markdown]
+# # Study: the numerics guard of the speed options
+#
+# Issue "Fast on a laptop": bf16 (with `torch.compile` and channels-last, the CPU's
+# fast path, `bench/training.py`) may become a default only where the default model's
+# final validation loss stays within 2 % of fp32 and the chapters' skill numbers do
+# not get worse. Two comparisons, each against the eager fp32 configuration:
+#
+# 1. **Training**: the `default` profile's EDM model trained in fp32 (seeds `seed` and
+#    `seed + 1`: how far two fp32 runs differ by their noise alone) and with
+#    compile + bf16 + channels-last (seed `seed`); the last validation's MSE per noise
+#    level and the 6-h RMSE of the skill validator, from the runs' metrics logs.
+# 2. **Sampling**: one trained model (fp32 seed `seed`), sampled eagerly in fp32 and
+#    with `SamplingConfig` compile + bf16 + channels-last; ensemble-mean RMSE over the
+#    oracle's and spread-skill ratios on the validation split
+#    (`druids.calibration.levers.trained_skill`).
+#
+# Runs that are missing are trained (about 20 min fp32, 12 min fast on 2 cores); run on
+# demand with `make study STUDY=speed_numerics`. The decision is in `docs/decisions.md`.
+
+# %%
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from druids.calibration import SkillValidator
+from druids.calibration.levers import trained_skill
+from druids.config import get_config, updated
+from druids.training import auto_processes, load_trained, read_extra_validation
+
+FAST = {"compile": True, "bf16": True, "channels_last": True}
+fp32 = get_config(profile, seed=seed)
+fp32 = updated(fp32, training={k: False for k in FAST}, sampling={k: False for k in FAST})
+trainings = {"fp32": fp32, f"fp32, seed {seed + 1}": dataclasses.replace(fp32, seed=seed + 1), "compile + bf16 + CL": updated(fp32, training=FAST)}
+
+
+def last_validation(cfg) -> pd.Series:
+    """The last validation's MSE per noise level and the skill validator's 6-h RMSE of the run of ``cfg``."""
+    run = load_trained(cfg, processes=auto_processes(cfg), validators=[SkillValidator(cfg)])
+    val = run.metrics[run.metrics.kind == "val"]
+    last = val[val.step == val.step.max()]
+    extra = read_extra_validation(run.run_dir)
+    extra = extra[extra.step == extra.step.max()]
+    return pd.Series({**{f"val MSE, sigma {s:.3g}": v for s, v in zip(last.sigma, last.val_mse, strict=True)},
+                      **{f"6-h RMSE {f}": v for f, v in zip(extra.field, extra.model, strict=True)}})  # fmt: skip
+
+
+losses = pd.DataFrame({name: last_validation(cfg) for name, cfg in trainings.items()})
+relative = losses.sub(losses["fp32"], axis=0).div(losses["fp32"], axis=0) * 100
+mse_rows = [r for r in losses.index if r.startswith("val MSE")]
+print("mean validation MSE over the noise levels, % against fp32:",
+      {name: round(float((losses.loc[mse_rows, name].mean() / losses.loc[mse_rows, "fp32"].mean() - 1) * 100), 2) for name in trainings})  # fmt: skip
+relative.round(2)
+
+# %% [markdown]
+# Sampling the same fp32-trained model eagerly in fp32 and on the fast path (ratios
+# against the oracle: lower is better; spread-skill: 1 is calibrated).
+
+# %%
+samplers = {"eager fp32": fp32, "compile + bf16 + CL": updated(fp32, sampling=FAST)}
+skill = pd.DataFrame({name: trained_skill(cfg, "val", n_init, n_members, lead_steps) for name, cfg in samplers.items()})
+skill.loc[[r for r in skill.index if r.startswith(("ratio_", "model_ssr_", "one_step"))]].round(3)

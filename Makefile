@@ -33,12 +33,14 @@ all: setup
 $(CHAPTERS): setup
 	$(BIN)/druids run $@ --profile $(PROFILE) $(DATA_OPTION)
 
-# Unit, physics and statistics tests, then every chapter through nbval in the smoke profile.
+# Unit, physics and statistics tests, and every chapter through nbval in the smoke profile, in
+# TEST_WORKERS pytest-xdist processes (the chapters in order in one of them; tests/conftest.py).
+TEST_WORKERS ?= 2
 test: setup
 	rm -rf $(NBVAL_DIR) && mkdir -p $(NBVAL_DIR)
 	for f in notebooks/[0-9][0-9]_*.py; do \
 	  $(BIN)/jupytext --quiet --to ipynb --set-kernel python3 -o $(NBVAL_DIR)/$$(basename $${f%.py}).ipynb $$f || exit 1; done
-	$(BIN)/python -m pytest tests $(NBVAL_DIR) --nbval-lax -p no:cacheprovider --durations=25
+	$(BIN)/python -m pytest tests $(NBVAL_DIR) --nbval-lax -p no:cacheprovider --durations=25 -n $(TEST_WORKERS) --dist loadgroup
 
 # The PDF from the chapters' figures (paper/figures) and numbers (paper/values); LaTeX's
 # auxiliary files go to build/paper. Needs LaTeX with latexmk; without it, says how to get it.

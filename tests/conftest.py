@@ -8,9 +8,17 @@ import os
 import tempfile
 from pathlib import Path
 
-_SESSION = Path(tempfile.mkdtemp(prefix="druids-tests-"))
+# Under pytest-xdist (``make test`` runs two workers) every worker process keeps its own data, caches
+# and figures, so that two workers never write the same store or run directory; a directory the user
+# set beforehand is kept.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+_SESSION = Path(tempfile.mkdtemp(prefix=f"druids-tests-{_WORKER}-" if _WORKER else "druids-tests-"))
+_INHERITED = os.environ.get("DRUIDS_TEST_SESSION")
+os.environ["DRUIDS_TEST_SESSION"] = str(_SESSION)
 for _name in ("DATA", "CACHE", "FIGURES", "VALUES"):
-    os.environ.setdefault(f"DRUIDS_{_name}", str(_SESSION / _name.lower()))
+    _var = f"DRUIDS_{_name}"
+    if _var not in os.environ or (_INHERITED and os.environ[_var].startswith(_INHERITED)):
+        os.environ[_var] = str(_SESSION / _name.lower())
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # torch on a busy 2-core machine: OpenMP busy-waiting slows small ops 50-100x
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -45,3 +53,12 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(items):
+    """Groups for pytest-xdist's ``--dist loadgroup``: the chapters (nbval's notebook cells) run in order in
+    one worker, and every test module in one worker, so that a module's fixtures (a 400-day climate, a
+    trained model) are made once."""
+    for item in items:
+        group = "chapters" if str(item.fspath).endswith(".ipynb") else Path(str(item.fspath)).stem
+        item.add_marker(pytest.mark.xdist_group(group))

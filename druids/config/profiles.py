@@ -57,13 +57,12 @@ def _smoke() -> Config:
 def _default() -> Config:
     # GenCast's sampler on 10 instead of 20 noise levels (19 instead of 39 NFE per
     # step) so that 16-member, 10-day ensembles from 2 initial times take minutes
-    # on 2 CPU cores; the gpu profile keeps GenCast's 20 levels. Sampling runs compiled,
-    # in bf16 and channels-last: 2.2x on the CPU, skill numbers unchanged (docs/decisions.md,
-    # "speed-defaults-2"); training stays eager fp32.
+    # on 2 CPU cores; the gpu profile keeps GenCast's 20 levels. No speed options
+    # (docs/decisions.md, "speed-defaults-2").
     return Config(
         profile="default",
         training=TrainingConfig(n_steps=3000, flow_n_steps=1000, micro_batch=4),
-        sampling=SamplingConfig(n_levels=10, compile=True, bf16=True, channels_last=True),
+        sampling=SamplingConfig(n_levels=10),
         sampling_study=SamplingStudyConfig(n_init=2, n_members=16),
     )
 

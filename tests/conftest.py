@@ -8,7 +8,7 @@ import os
 import tempfile
 from pathlib import Path
 
-# Under pytest-xdist (``make test`` runs two workers) every worker process keeps its own data, caches
+# Under pytest-xdist (``make test`` runs the unit tests in two workers) every worker process keeps its own data, caches
 # and figures, so that two workers never write the same store or run directory; a directory the user
 # set beforehand is kept.
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
@@ -55,10 +55,9 @@ def torch_one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items):
-    """Groups for pytest-xdist's ``--dist loadgroup``: the chapters (nbval's notebook cells) run in order in
-    one worker, and every test module in one worker, so that a module's fixtures (a 400-day climate, a
-    trained model) are made once."""
+    """Groups for pytest-xdist's ``--dist loadgroup``: every test module runs in one worker, so that a
+    module's fixtures (a 400-day climate, a trained model) are made once."""
     for item in items:
-        group = "chapters" if str(item.fspath).endswith(".ipynb") else Path(str(item.fspath)).stem
-        item.add_marker(pytest.mark.xdist_group(group))
+        item.add_marker(pytest.mark.xdist_group(Path(str(item.fspath)).stem))

@@ -151,7 +151,7 @@ def for_sampling(denoiser, sampling_cfg: SamplingConfig):
     fast = copy.deepcopy(denoiser)
     fast.net.use_channels_last(sampling_cfg.channels_last)
     if sampling_cfg.compile:
-        fast.net.compile()
+        fast.net.compile(dynamic=False)  # one static graph per batch shape (dynamic shapes broke inductor)
     return fast
 
 

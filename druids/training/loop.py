@@ -228,7 +228,7 @@ def _speed_up(state: _State, tc) -> None:
     for model in (state.model, state.ema):
         model.net.use_channels_last(tc.channels_last)
     if tc.compile:
-        state.model.net.compile()
+        state.model.net.compile(dynamic=False)  # static shapes: inductor failed on a dynamic batch size
 
 
 def _accumulate_gradients(loss_module, train_set, cfg: Config, step: int, device, process, bf16: bool) -> float:

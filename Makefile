@@ -33,14 +33,14 @@ all: setup
 $(CHAPTERS): setup
 	$(BIN)/druids run $@ --profile $(PROFILE) $(DATA_OPTION)
 
-# Unit, physics and statistics tests in TEST_WORKERS pytest-xdist processes (each test module in
-# one of them, tests/conftest.py), then every chapter in order through nbval in the smoke profile.
+# Unit, physics and statistics tests in TEST_WORKERS pytest-xdist processes (each test file in one
+# of them, so its fixtures are made once), then every chapter in order through nbval in the smoke profile.
 TEST_WORKERS ?= 2
 test: setup
 	rm -rf $(NBVAL_DIR) && mkdir -p $(NBVAL_DIR)
 	for f in notebooks/[0-9][0-9]_*.py; do \
 	  $(BIN)/jupytext --quiet --to ipynb --set-kernel python3 -o $(NBVAL_DIR)/$$(basename $${f%.py}).ipynb $$f || exit 1; done
-	$(BIN)/python -m pytest tests -p no:cacheprovider --durations=20 -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest tests -p no:cacheprovider --durations=20 -n $(TEST_WORKERS) --dist loadfile
 	$(BIN)/python -m pytest $(NBVAL_DIR) --nbval-lax -p no:cacheprovider --durations=10
 
 # The PDF from the chapters' figures (paper/figures) and numbers (paper/values); LaTeX's

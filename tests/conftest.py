@@ -54,10 +54,3 @@ def torch_one_thread():
     yield
     torch.set_num_threads(threads)
 
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(items):
-    """Groups for pytest-xdist's ``--dist loadgroup``: every test module runs in one worker, so that a
-    module's fixtures (a 400-day climate, a trained model) are made once."""
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(Path(str(item.fspath)).stem))

@@ -5,6 +5,7 @@ The studies in ``notebooks/studies/`` change one thing of a profile at a time
 
 * :func:`trained_skill`: validation loss, skill against the oracle and the
   ensembles' spread-skill ratios (:mod:`druids.calibration.oracle_skill`);
+* :func:`last_validation`: the run's last validation losses and 6-h skill;
 * :func:`trained_free_run`: how many days free-running members stay in the
   world's range (chapter 03's free runs, :func:`druids.sampling.climate_runs`).
 
@@ -20,16 +21,30 @@ import json
 import time
 
 import numpy as np
+import pandas as pd
 
 from druids.cache import compute_or_load
 from druids.calibration.experiments import split_init_times
 from druids.calibration.oracle_skill import skill_against_oracle
+from druids.calibration.skill import SkillValidator
 from druids.config import Config
 from druids.data import dataset
 from druids.data.source import open_dataset
 from druids.sampling import climate_runs, initial_states, stable_days
 from druids.sphere import area_weights
-from druids.training import TrainedModel, auto_processes, load_trained, tendency_bias
+from druids.training import TrainedModel, auto_processes, load_trained, read_extra_validation, tendency_bias
+
+
+def last_validation(cfg: Config, progress: bool = True) -> pd.Series:
+    """The last validation of the run of ``cfg`` (trained first if missing, with the skill validator):
+    MSE per noise level (normalised units) and the skill validator's 6-h RMSE per field (field units)."""
+    run = load_trained(cfg, progress=progress, processes=auto_processes(cfg), validators=[SkillValidator(cfg)])
+    val = run.metrics[run.metrics.kind == "val"]
+    last = val[val.step == val.step.max()]
+    extra = read_extra_validation(run.run_dir)
+    extra = extra[extra.step == extra.step.max()]
+    return pd.Series({**{f"val MSE, sigma {s:.3g}": v for s, v in zip(last.sigma, last.val_mse, strict=True)},
+                      **{f"6-h RMSE {f}": v for f, v in zip(extra.field, extra.model, strict=True)}})  # fmt: skip
 
 
 def _trained(cfg: Config, progress: bool) -> tuple[TrainedModel, float]:

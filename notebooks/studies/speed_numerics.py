@@ -46,10 +46,8 @@ import dataclasses
 
 import pandas as pd
 
-from druids.calibration import SkillValidator
-from druids.calibration.levers import trained_skill
+from druids.calibration.levers import last_validation, trained_skill
 from druids.config import get_config, updated
-from druids.training import auto_processes, load_trained, read_extra_validation
 
 FAST = {"compile": True, "bf16": True, "channels_last": True}
 fp32 = get_config(profile, seed=seed)
@@ -61,19 +59,6 @@ trainings = {
     "compile + bf16 + CL": updated(fp32, training=FAST),
     f"fp32, world and training seed {seed + 1}": other_world,
 }
-
-
-def last_validation(cfg) -> pd.Series:
-    """The last validation's MSE per noise level and the skill validator's 6-h RMSE of the run of ``cfg``."""
-    run = load_trained(cfg, processes=auto_processes(cfg), validators=[SkillValidator(cfg)])
-    val = run.metrics[run.metrics.kind == "val"]
-    last = val[val.step == val.step.max()]
-    extra = read_extra_validation(run.run_dir)
-    extra = extra[extra.step == extra.step.max()]
-    return pd.Series({**{f"val MSE, sigma {s:.3g}": v for s, v in zip(last.sigma, last.val_mse, strict=True)},
-                      **{f"6-h RMSE {f}": v for f, v in zip(extra.field, extra.model, strict=True)}})  # fmt: skip
-
-
 losses = pd.DataFrame({name: last_validation(cfg) for name, cfg in trainings.items()})
 mse_rows = [r for r in losses.index if r.startswith("val MSE")]
 losses.loc["val MSE, mean over sigma"] = losses.loc[mse_rows].mean()

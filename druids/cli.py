@@ -11,6 +11,7 @@ paper's own (Held–Suarez) ones are never overwritten.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -197,7 +198,8 @@ def generate(
 def train(
     profile: str = typer.Option("default", help=f"one of {', '.join(PROFILES)}"),
     objective: str = typer.Option("edm", help="edm or flow"),
-    seed: int = typer.Option(None, help="override the profile's seed"),
+    seed: int = typer.Option(None, help="override the profile's seed: the world's (a new data store) and training's"),
+    training_seed: int = typer.Option(None, help="override the seed of training only (initial weights, batches, noise), on the same world"),
     device: str = typer.Option("auto", help="auto, cpu or cuda"),
     processes: int = typer.Option(0, help="local CPU training processes; 0: training.auto_processes"),
     run_dir: Path = typer.Option(None, help="run directory (default: <cache>/runs/<objective>-<hash>)"),
@@ -214,6 +216,8 @@ def train(
         cfg = _read_config(config)
     if objective not in ("edm", "flow"):
         raise typer.BadParameter(f"objective must be edm or flow, not {objective!r}", param_hint="--objective")
+    if training_seed is not None:
+        cfg = dataclasses.replace(cfg, seed=training_seed)  # cfg.world.seed keeps the world
     cfg = objective_config(cfg, objective)
     # imported after the checks, so that a bad option fails at once
     from druids import calibration, runtime, training

@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -144,3 +145,21 @@ def test_network_is_blocked_in_tests():
 
     with pytest.raises(SocketConnectBlockedError):
         socket.create_connection(("192.0.2.1", 80), timeout=1)  # TEST-NET-1: never routed
+
+
+def test_training_seed_keeps_the_world(monkeypatch):
+    """``druids train --training-seed`` changes the training seed only; ``--seed`` re-seeds the world as well."""
+    from druids import training
+
+    seen = {}
+
+    def fake_train(cfg, run_dir, **kwargs):
+        seen["cfg"] = cfg
+        return training.TrainResult(None, None, None, Path("run"), 0, 0)
+
+    monkeypatch.setattr(training, "train", fake_train)
+    runner, world = CliRunner(), get_config("smoke").world
+    assert runner.invoke(cli.app, ["train", "--profile", "smoke", "--training-seed", "5"]).exit_code == 0
+    assert seen["cfg"].seed == 5 and seen["cfg"].world == world
+    assert runner.invoke(cli.app, ["train", "--profile", "smoke", "--seed", "5"]).exit_code == 0
+    assert seen["cfg"].seed == 5 and seen["cfg"].world.seed == 5 != world.seed

@@ -331,3 +331,20 @@ def test_speed_options_train_the_eager_model(smoke_store, smoke_cfg, tmp_path):
     loaded = training.load_trained(dataclasses.replace(smoke_cfg, training=configs["compiled"]), tmp_path / "compiled", progress=False)
     assert loaded.denoiser.state_dict().keys() == runs["eager"].ema.state_dict().keys()  # a strict load of plain weights
     assert not isinstance(loaded.denoiser.net, torch._dynamo.eval_frame.OptimizedModule)
+
+
+def test_float32_gradients_match_float64(smoke_run, smoke_cfg):
+    """``diagnostics.gradient_errors``: the trained smoke model's float32 training gradient, eager and through
+    torch.compile's graph capture (``aot_eager``: no code generation), is float64's to float precision in every
+    parameter, for two batches and noise draws. (Inductor's generated code: study compiled_gradients.)"""
+    ds, stats = open_dataset(smoke_cfg, progress=False)
+    train_set = ForecastDataset(ds, stats, "train", smoke_cfg.dataset)
+    draws = [(*reversed(collate(train_set, np.arange(k, k + 4), "cpu")), k) for k in (0, 4)]
+    loss = build_loss(smoke_cfg.model, stats.latitude, len(stats.channel_names))
+    for backend in (None, "aot_eager"):
+        errors = diagnostics.gradient_errors(smoke_run.model, loss, draws, backend=backend)
+        assert len(errors) == 2 * len(list(smoke_run.model.parameters()))
+        largest = errors.gradient_norm.groupby("draw").transform("max")
+        carrying = errors[errors.gradient_norm > 1e-3 * largest]  # not zero up to rounding
+        assert len(carrying) > len(errors) / 2 and carrying.relative.max() < 1e-4, errors.sort_values("relative").tail()
+        assert (errors.error_norm < 1e-5 * largest).all()

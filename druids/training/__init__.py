@@ -10,7 +10,7 @@ from druids.training.checkpoint import (
     read_extra_validation,
     read_metrics,
 )
-from druids.training.diagnostics import tendency_bias, tendency_bias_per_day, validation_loss_by_sigma
+from druids.training.diagnostics import gradient_errors, tendency_bias, tendency_bias_per_day, validation_loss_by_sigma
 from druids.training.loop import TrainedModel, TrainResult, Validator, auto_processes, build_model, load_trained, train
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "auto_processes",
     "build_model",
     "default_run_dir",
+    "gradient_errors",
     "load_trained",
     "read_extra_validation",
     "read_metrics",

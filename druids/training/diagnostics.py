@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 import torch
@@ -92,3 +95,39 @@ def tendency_bias_per_day(bias: torch.Tensor, stats: NormStats, step_hours: floa
         },
         index=stats.channel_names,
     )
+
+
+def gradient_errors(
+    denoiser: Denoiser, loss: WeightedLoss, draws: Sequence[tuple[torch.Tensor, torch.Tensor, int]],
+    backend: str | None = None,
+) -> pd.DataFrame:
+    """Error of the float32 training gradient against float64, per draw and parameter.
+
+    Each draw ``(target, condition, seed)`` (``(B, C, H, W)``, ``(B, Cc, H, W)``, the noise seed)
+    is one loss evaluation ``loss(denoiser, target, condition, generator)`` as a training step
+    makes it, differentiated on a float32 copy of ``denoiser`` (its network compiled once with
+    ``torch.compile(backend=backend)`` unless ``backend`` is None: eager) and on a float64 copy.
+    Returns rows indexed by (``draw``, ``parameter``): ``gradient_norm`` (float64's, Frobenius),
+    ``error_norm`` (of float32 minus float64) and ``relative`` (their ratio; meaningless for
+    parameters whose gradient is zero up to rounding). Eager float32 is at float precision
+    (about 1e-6 relative); generated code that loses precision in the backward pass shows here.
+    """
+    reference = copy.deepcopy(denoiser).double().train().requires_grad_(True)
+    tested = copy.deepcopy(denoiser).float().train().requires_grad_(True)
+    if backend is not None:
+        tested.net.compile(dynamic=False, backend=backend)
+
+    def gradients(model: Denoiser, target: torch.Tensor, condition: torch.Tensor, seed: int) -> dict[str, torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        dtype = next(model.parameters()).dtype
+        generator = torch.Generator(target.device).manual_seed(seed)
+        loss(model, target.to(dtype), condition.to(dtype), generator).backward()
+        return {name: p.grad.double() for name, p in model.named_parameters() if p.grad is not None}
+
+    rows = []
+    for k, (target, condition, seed) in enumerate(draws):
+        exact, approximate = gradients(reference, target, condition, seed), gradients(tested, target, condition, seed)
+        for name, g in exact.items():
+            rows.append({"draw": k, "parameter": name, "gradient_norm": g.norm().item(), "error_norm": (approximate[name] - g).norm().item()})
+    frame = pd.DataFrame(rows).set_index(["draw", "parameter"])
+    return frame.assign(relative=frame.error_norm / frame.gradient_norm)

@@ -29,7 +29,7 @@ lead_steps = 4  # 6-h steps: 6 h to 24 h
 # 1. **Training**: the `default` profile's EDM model trained in fp32 (training seeds
 #    `seed` and `seed + 1` on the same data: how far two fp32 runs differ by their
 #    noise alone), with compile + bf16 + channels-last and with compile alone in fp32
-#    (seed `seed`: does the gap come from bf16 or from the compiled graph?); the last
+#    (seeds `seed` and `seed + 1`: does the gap come from bf16 or from the compiled graph?); the last
 #    validation's MSE per noise level and the 6-h RMSE of the skill validator, from the
 #    runs' metrics logs. For scale, a fourth run on another realisation of the world
 #    (`druids train --seed 1`: world and training seed; its validation split holds other
@@ -59,6 +59,7 @@ trainings = {
     f"fp32, training seed {seed + 1}": dataclasses.replace(fp32, seed=seed + 1),
     "compile + bf16 + CL": updated(fp32, training=FAST),
     "compile (fp32)": updated(fp32, training={"compile": True}),
+    f"compile (fp32), training seed {seed + 1}": dataclasses.replace(updated(fp32, training={"compile": True}), seed=seed + 1),
     f"fp32, world and training seed {seed + 1}": other_world,
 }
 losses = pd.DataFrame({name: last_validation(cfg) for name, cfg in trainings.items()})

@@ -445,6 +445,7 @@ def test_sampler_cost(store, stats):
     assert cost["nfe_per_step"] == 7 and cost["sampler"] == "dpmpp_2s" and cost["member_batch"] == 2
     assert cost["member_steps_per_s"] == pytest.approx(1 / cost["seconds_per_member_step"])
     assert cost["evaluations_per_s"] == pytest.approx(7 * cost["member_steps_per_s"])
+    assert cost["warmup_seconds"] > 0
 
 
 # ------------------------------------------------------------------ torchrun-style sharding

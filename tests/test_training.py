@@ -345,6 +345,6 @@ def test_float32_gradients_match_float64(smoke_run, smoke_cfg):
         errors = diagnostics.gradient_errors(smoke_run.model, loss, draws, backend=backend)
         assert len(errors) == 2 * len(list(smoke_run.model.parameters()))
         largest = errors.gradient_norm.groupby("draw").transform("max")
-        carrying = errors[errors.gradient_norm > 1e-3 * largest]  # not zero up to rounding
-        assert len(carrying) > len(errors) / 2 and carrying.relative.max() < 1e-4, errors.sort_values("relative").tail()
+        assert (errors.gradient_norm > 1e-3 * largest).mean() > 0.5  # most parameters carry gradient
+        assert diagnostics.largest_relative_error(errors).max() < 1e-4, errors.sort_values("relative").tail()
         assert (errors.error_norm < 1e-5 * largest).all()

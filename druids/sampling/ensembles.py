@@ -184,11 +184,15 @@ def sampler_cost(
     The wall time includes everything a forecast does besides the network
     (noise draws, conditions, un-normalising, xarray). Returns ``nfe_per_step``
     (batched model calls per step), ``seconds_per_member_step`` (per member
-    and initial time), ``member_steps_per_s`` and ``evaluations_per_s`` (one
-    evaluation = one sample through the network: NFE x member-steps / s).
+    and initial time), ``member_steps_per_s``, ``evaluations_per_s`` (one
+    evaluation = one sample through the network: NFE x member-steps / s) and
+    ``warmup_seconds`` (the warm-up call: with ``SamplingConfig.compile``, the
+    compilation for this batch shape).
     """
     args = (denoiser, stats, initial_conditions, n_members)
+    start = time.perf_counter()
     forecast(*args, 1, sampling_cfg, dataset_cfg, seed, progress=False)  # warm-up
+    warmup = time.perf_counter() - start
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
@@ -204,4 +208,5 @@ def sampler_cost(
         "seconds_per_member_step": best / member_steps,
         "member_steps_per_s": member_steps / best,
         "evaluations_per_s": nfe * member_steps / best,
+        "warmup_seconds": warmup,
     }

@@ -10,7 +10,13 @@ from druids.training.checkpoint import (
     read_extra_validation,
     read_metrics,
 )
-from druids.training.diagnostics import gradient_errors, tendency_bias, tendency_bias_per_day, validation_loss_by_sigma
+from druids.training.diagnostics import (
+    gradient_errors,
+    largest_relative_error,
+    tendency_bias,
+    tendency_bias_per_day,
+    validation_loss_by_sigma,
+)
 from druids.training.loop import TrainedModel, TrainResult, Validator, auto_processes, build_model, load_trained, train
 
 __all__ = [
@@ -23,6 +29,7 @@ __all__ = [
     "build_model",
     "default_run_dir",
     "gradient_errors",
+    "largest_relative_error",
     "load_trained",
     "read_extra_validation",
     "read_metrics",

@@ -131,3 +131,11 @@ def gradient_errors(
             rows.append({"draw": k, "parameter": name, "gradient_norm": g.norm().item(), "error_norm": (approximate[name] - g).norm().item()})
     frame = pd.DataFrame(rows).set_index(["draw", "parameter"])
     return frame.assign(relative=frame.error_norm / frame.gradient_norm)
+
+
+def largest_relative_error(errors: pd.DataFrame, floor: float = 1e-3) -> pd.Series:
+    """Per draw of :func:`gradient_errors`, the largest ``relative`` error over the parameters that carry
+    gradient: those whose ``gradient_norm`` exceeds ``floor`` times the draw's largest (the others are
+    zero up to rounding, where a relative error means nothing). Indexed by ``draw``."""
+    largest = errors.gradient_norm.groupby("draw").transform("max")
+    return errors[errors.gradient_norm > floor * largest].relative.groupby("draw").max()

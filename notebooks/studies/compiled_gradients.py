@@ -43,7 +43,7 @@ from druids.config import get_config, updated
 from druids.data.dataset import ForecastDataset, collate
 from druids.data.source import open_dataset
 from druids.models import build_loss
-from druids.training import batches, gradient_errors, train
+from druids.training import batches, gradient_errors, largest_relative_error, train
 
 FAST = {"compile": False, "bf16": False, "channels_last": False}
 cfg = updated(get_config(profile, seed=seed), training=FAST)
@@ -63,13 +63,7 @@ errors = {name: gradient_errors(model, loss, draws, backend=backend)
 # not zero up to rounding; then its distribution over the draws.
 
 # %%
-def largest_error(frame: pd.DataFrame) -> pd.Series:
-    """Per draw: the largest relative error over the parameters carrying gradient."""
-    largest = frame.gradient_norm.groupby("draw").transform("max")
-    return frame[frame.gradient_norm > 1e-3 * largest].relative.groupby("draw").max()
-
-
-per_draw = pd.DataFrame({name: largest_error(frame) for name, frame in errors.items()})
+per_draw = pd.DataFrame({name: largest_relative_error(frame) for name, frame in errors.items()})
 print(per_draw.describe().loc[["min", "50%", "max"]].to_string(float_format="{:.1e}".format))
 per_draw.map("{:.1e}".format)
 

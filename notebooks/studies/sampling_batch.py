@@ -26,7 +26,7 @@ n_steps = 4  # timed 6-h steps (after one untimed warm-up step that also compile
 # lever studies' free runs put 1 or 2. This study times a forecast step
 # (`druids.sampling.sampler_cost`: everything a forecast does, after a warm-up step)
 # eagerly in fp32 and on the fast path for several batch sizes, with the profile's
-# sampler, and times the warm-up step too (it includes compiling a new batch shape).
+# sampler, and the warm-up step too (on the fast path it compiles the new batch shape).
 # Run on demand:
 #
 #     make study STUDY=sampling_batch
@@ -35,7 +35,6 @@ n_steps = 4  # timed 6-h steps (after one untimed warm-up step that also compile
 
 # %%
 import dataclasses
-import time
 
 import pandas as pd
 
@@ -57,12 +56,10 @@ rows = []
 for name, options in (("eager fp32", {k: False for k in FAST}), ("compile + bf16 + CL", FAST)):
     for m in (int(x) for x in members.split(",")):
         sampling_cfg = dataclasses.replace(cfg.sampling, member_batch=m, **options)
-        start = time.perf_counter()
-        cost = sampling.sampler_cost(run.denoiser, stats=run.stats, initial_conditions=initial, sampling_cfg=sampling_cfg,
-                                     dataset_cfg=cfg.dataset, n_members=m, n_steps=n_steps, seed=seed)  # fmt: skip
-        seconds = time.perf_counter() - start
-        rows.append({"path": name, "batch": m * len(init_times), "seconds per step": 1 / cost["member_steps_per_s"] * m * len(init_times),
-                     "member-steps/s": cost["member_steps_per_s"], "call with warm-up, s": seconds})  # fmt: skip
+        cost = sampling.sampler_cost(run.denoiser, run.stats, initial, sampling_cfg, cfg.dataset, m, n_steps, seed)
+        batch = m * len(init_times)
+        rows.append({"path": name, "batch": batch, "seconds per step": cost["seconds_per_member_step"] * batch,
+                     "member-steps/s": cost["member_steps_per_s"], "warm-up step, s": cost["warmup_seconds"]})  # fmt: skip
 table = pd.DataFrame(rows).set_index(["batch", "path"]).sort_index()
 table.round(3)
 

@@ -53,13 +53,14 @@ from druids.config import get_config, updated
 FAST = {"compile": True, "bf16": True, "channels_last": True}
 fp32 = get_config(profile, seed=seed)
 fp32 = updated(fp32, training={k: False for k in FAST}, sampling={k: False for k in FAST})
+compiled = updated(fp32, training={"compile": True})
 other_world = updated(get_config(profile, seed=seed + 1), training={k: False for k in FAST})  # world and training seed
 trainings = {
     "fp32": fp32,
     f"fp32, training seed {seed + 1}": dataclasses.replace(fp32, seed=seed + 1),
     "compile + bf16 + CL": updated(fp32, training=FAST),
-    "compile (fp32)": updated(fp32, training={"compile": True}),
-    f"compile (fp32), training seed {seed + 1}": dataclasses.replace(updated(fp32, training={"compile": True}), seed=seed + 1),
+    "compile (fp32)": compiled,
+    f"compile (fp32), training seed {seed + 1}": dataclasses.replace(compiled, seed=seed + 1),
     f"fp32, world and training seed {seed + 1}": other_world,
 }
 losses = pd.DataFrame({name: last_validation(cfg) for name, cfg in trainings.items()})

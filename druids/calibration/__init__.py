@@ -16,6 +16,8 @@ Modules, one job each:
   (shared model noise, perturbed initial states, sampling temperature);
 * :mod:`~druids.calibration.sampler_study`: the sampler sweep;
 * :mod:`~druids.calibration.recalibration`: spread scaling, EMOS and the tuned temperature;
+* :mod:`~druids.calibration.finetune`: the denoiser fine-tuned on the almost-fair CRPS of
+  its own sampled members (in-model calibration);
 * :mod:`~druids.calibration.wb2`: scoring WeatherBench2-layout ensembles;
 * :mod:`~druids.calibration.experiments` and :mod:`~druids.calibration.tables`: the
   chapter's ensembles (model and oracle from the same states of a split, error sources)

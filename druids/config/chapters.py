@@ -62,6 +62,9 @@ class CalibrationConfig:
     and ``sweep_initial_scales`` (starting noise) one at a time; flow model: ODE and SDE
     (``flow_diffusions``) on ``flow_levels`` steps. ``n_boot``: bootstrap resamples of initial
     times. Reliability events: a field above its training mean plus ``event_std`` std.
+    In-model calibration (``druids.calibration.finetune``): ``finetune_steps`` AdamW steps at
+    ``finetune_lr`` on the almost-fair CRPS (``finetune_alpha``) of ``finetune_members``
+    sampled members from each of ``finetune_states`` training states per step.
     """
 
     n_members: int = 8
@@ -83,6 +86,11 @@ class CalibrationConfig:
     flow_diffusions: tuple[float, ...] = (1.0,)
     n_boot: int = 200
     event_std: float = 1.0
+    finetune_steps: int = 100
+    finetune_states: int = 2
+    finetune_members: int = 2
+    finetune_lr: float = 3e-4
+    finetune_alpha: float = 0.95
 
 
 @dataclass(frozen=True)

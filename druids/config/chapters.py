@@ -89,7 +89,7 @@ class CalibrationConfig:
     finetune_steps: int = 100
     finetune_states: int = 2
     finetune_members: int = 2
-    finetune_lr: float = 3e-4
+    finetune_lr: float = 1e-4
     finetune_alpha: float = 0.95
 
 

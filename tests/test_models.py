@@ -288,3 +288,16 @@ def test_zonal_mixing_is_global_homogeneous_and_starts_as_identity():
         assert spectrum[..., 3:].max() < 1e-12 < spectrum[..., :3].max()
         assert added[..., 4, 32].abs().max() > 1e-3  # half a circle away
         assert added[..., :4, :].abs().max() == 0  # other latitude circles untouched
+
+
+def test_zonal_mixing_runs_in_the_channels_last_layout():
+    """Channels-last (the fast sampling path) also lays out the mixing's 4-d weight as NHWC; the block must
+    still read it as complex numbers and give the same output as in the default layout."""
+    torch.manual_seed(0)
+    denoiser = build_denoiser(dataclasses.replace(TINY, zonal_mixing=3), N_TARGET, N_COND).double()
+    with torch.no_grad():
+        denoiser.net.mixing.weight.normal_()
+        y, c, sigma = inputs()
+        expected = denoiser.denoise(y, c, sigma)
+        denoiser.net.use_channels_last(True)
+        torch.testing.assert_close(denoiser.denoise(y, c, sigma), expected)

@@ -203,7 +203,8 @@ class ZonalMixing(nn.Module):
         x = self.norm(h, scale)
         x = x.float() if x.dtype in (torch.bfloat16, torch.float16) else x  # FFTs in float32 or float64
         coefficients = torch.fft.rfft(x, dim=-1)[..., : self.wavenumbers]  # (B, C, H, m)
-        mixed = torch.einsum("bchm,mdc->bdhm", coefficients, torch.view_as_complex(self.weight.to(x.dtype)))
+        weight = torch.view_as_complex(self.weight.to(x.dtype).contiguous())  # channels-last leaves a 4-d weight strided
+        mixed = torch.einsum("bchm,mdc->bdhm", coefficients, weight)
         return h + torch.fft.irfft(mixed, n=n_lon, dim=-1).to(h.dtype)
 
 

@@ -61,7 +61,9 @@ VARIANTS = {
     "zonal mixing (8 wavenumbers)": {"model": {"zonal_mixing": 8}},
     "history 2": {"dataset": {"history": 2}},
     "sigma range to 400": {"model": {"sigma_max": 400.0}},
+    "training sigmas rho 3": {"model": {"rho": 3.0}},  # more training at large noise (median sigma 13 instead of 4.4)
     "lr 1e-3": {"training": {"lr": 1e-3}},
+    "no lr decay": {"training": {"final_lr_fraction": 1.0}},
     "EMA 0.999": {"training": {"ema_decay": 0.999}},
 }
 SEEDS = {"seed 1": seed + 1}  # the baseline again with another training seed (same data): the noise of a comparison

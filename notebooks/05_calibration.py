@@ -314,8 +314,8 @@ plotting.savefig(grid.figure, "calibration_sampler_pareto")
 #   sampled members (afCRPS, alpha = 0.95, Lang et al. 2024; `calibration.finetune`), with
 #   gradients through every step of the sampler, from training states: the one method here
 #   that can move the ensemble mean as well as the spread. Its settings come from the
-#   study `notebooks/studies/afcrps_finetune.py` on the validation split (the mildest of
-#   those tried: none helped over four days there).
+#   study `notebooks/studies/afcrps_finetune.py` on the validation split (none of those
+#   tried helped over four days there).
 
 # %%
 val_times = experiments.split_init_times(data, cfg, "val", cal.val_init, cal.lead_steps)
@@ -371,8 +371,8 @@ plotting.savefig(grid.figure, "calibration_before_after")
 # validation split (the study) it lowered the fair CRPS of the first day by about 1 % and
 # brought its spread-skill ratio towards 1, but over four days it made the ensembles worse
 # at every learning rate tried (each step narrower, the wind under-dispersed): its loss sees
-# one step from true states, the forecast runs on its own states. Shown here is the
-# mildest setting.
+# one step from true states, the forecast runs on its own states. Shown here: the study's
+# smallest learning rate for half its steps, within the chapter's budget.
 #
 # The targets, on the test split: the spread-skill ratio within 10 % of 1 at every
 # lead for mid-level temperature and jet-level wind, and the fair-CRPS gap to the oracle

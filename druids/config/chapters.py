@@ -86,7 +86,7 @@ class CalibrationConfig:
     flow_diffusions: tuple[float, ...] = (1.0,)
     n_boot: int = 200
     event_std: float = 1.0
-    finetune_steps: int = 100
+    finetune_steps: int = 50
     finetune_states: int = 2
     finetune_members: int = 2
     finetune_lr: float = 1e-4

@@ -58,7 +58,7 @@ print(f"{len(val_times)} validation initial times, {cfg.calibration.n_members} m
 
 # %%
 ensembles, histories, minutes = {"before": before, "oracle": oracle_ens}, {}, {}
-for lr in (float(x) for x in learning_rates.split(",")):
+for lr in (float(x) for x in str(learning_rates).split(",")):  # papermill passes one rate as a float
     tuned_cfg = updated(cfg, calibration={"finetune_lr": lr, "finetune_steps": steps})
     start = time.perf_counter()
     tuned = finetune.finetune(run, data, tuned_cfg)

@@ -429,6 +429,8 @@ for label, key in (("raw", "Raw"), ("spread scaling", "Scaled"), ("EMOS", "Emos"
     for field, short in ((T_MID, "T"), (U_JET, "U")):
         values[f"calibrationPooledSsr{key}{short}"] = f"{row.loc[(label, field), 'ssr']:.2f}"
         values[f"calibrationPooledCrps{key}{short}"] = f"{row.loc[(label, field), 'crps_fair']:.3f}"
+
+# %%
 if HELD_SUAREZ:
     for field, short in ((T_MID, "T"), (U_JET, "U")):
         values[f"calibrationSsrOracle{short}"] = f"{float(est['oracle'].ssr.sel(field=field)):.2f}"

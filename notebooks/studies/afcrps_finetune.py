@@ -29,8 +29,8 @@ lead_steps = 4  # 6-h steps: 6 h to 24 h
 # **validation** split against the truth and against the oracle from the same states
 # (`calibration.tables.summary`: fair CRPS and spread-skill ratio pooled over leads,
 # rank-histogram convexity, energy distance to the oracle), with the model before
-# fine-tuning and the oracle beside. The chapter (05) uses the setting this study
-# picks and shows it on the test split. Run on demand:
+# fine-tuning and the oracle beside. Chapter 05 shows the smallest learning rate (for
+# half the steps, to keep its budget) on the test split. Run on demand:
 #
 #     make study STUDY=afcrps_finetune
 #

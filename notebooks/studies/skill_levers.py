@@ -49,6 +49,8 @@ from druids.calibration.levers import trained_skill
 from druids.config import get_config, updated
 
 plotting.set_style()
+
+# %%
 base = updated(get_config(profile, seed=seed), training={"n_steps": steps, "flow_n_steps": None})
 VARIANTS = {
     "baseline": {},

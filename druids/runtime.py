@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -120,6 +121,56 @@ def spawn_environment(rank: int, world_size: int, port: int) -> None:
     os.environ.update(
         RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
     )
+
+
+def local_processes(n_items: int) -> int:
+    """How many local processes :func:`process_map` uses for ``n_items`` independent items: one per CPU core, at
+    most one per item; 1 where CUDA is available (the GPU is the one worker there)."""
+    if torch.cuda.is_available():
+        return 1
+    return max(1, min(n_items, os.cpu_count() or 1))
+
+
+def _single_threaded_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def process_map(function: Callable, items: Iterable, processes: int | None = None, desc: str | None = None, progress: bool = True) -> list:
+    """``[function(item) for item in items]``, shared out over ``processes`` spawned local CPU processes.
+
+    For independent pieces of CPU work too small to keep two threads busy
+    (a Jacobian product at batch 1, a tiny network, the world's dynamics):
+    on the 2-core CPU, two one-thread processes do 1.6-2x the work of one
+    process with two threads (``bench/process_map.py``). Each process runs
+    ``cpu_count // processes`` threads. ``function`` must be importable (a
+    module-level function) and items and results must pickle; results come
+    back in the order of ``items``. ``processes``: default
+    :func:`local_processes`; 1 runs here, without spawning. An exception in a
+    worker is raised here, and the items not started yet are cancelled.
+    ``desc``/``progress``: a progress bar over finished items (:func:`progress`).
+    """
+    items = list(items)
+    processes = local_processes(len(items)) if processes is None else processes
+    if processes <= 1:
+        return [function(item) for item in _with_bar(items, desc, progress)]
+    import multiprocessing
+
+    threads = max(1, (os.cpu_count() or 1) // processes)
+    results: list = [None] * len(items)
+    with ProcessPoolExecutor(processes, multiprocessing.get_context("spawn"), _single_threaded_worker, (threads,)) as pool:
+        futures = {pool.submit(function, item): k for k, item in enumerate(items)}
+        try:
+            for future in _with_bar(as_completed(futures), desc, progress, total=len(items)):
+                results[futures[future]] = future.result()
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+    return results
+
+
+def _with_bar(iterable, desc: str | None, show: bool, **kwargs):
+    """``iterable`` with a :func:`progress` bar when ``show`` (else as it is)."""
+    return progress(iterable, desc=desc, **kwargs) if show else iterable
 
 
 #: Environment variable that makes :func:`progress` print plain text (``druids run`` sets it to "text").

@@ -155,8 +155,7 @@ if source.skip_unless_held_suarez(cfg, "oracle and perturbed-initial-condition e
 
 # %%
 if source.skip_unless_held_suarez(cfg, "runs of the world with and without its stochastic forcing"):
-    stochastic = heldsuarez.zonal_climate(cfg.world, cfg.climate)
-    deterministic = heldsuarez.zonal_climate(dataclasses.replace(cfg.world, noise_amplitude=0.0), cfg.climate)
+    stochastic, deterministic = heldsuarez.zonal_climates([cfg.world, dataclasses.replace(cfg.world, noise_amplitude=0.0)], cfg.climate)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for label, clim in (("stochastic", stochastic), ("deterministic", deterministic)):
         axes[0].plot(clim.latitude, clim.u_component_of_wind.sel(level=levels.upper), label=f"{label}, u at {levels.upper:g} hPa")

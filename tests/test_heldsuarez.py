@@ -13,8 +13,8 @@ import pytest
 import xarray as xr
 import zarr
 
-from druids.config import WorldConfig
-from druids.data import heldsuarez
+from druids.config import ClimateConfig, WorldConfig
+from druids.data import heldsuarez, predictability
 
 VARIABLES_3D = ("u_component_of_wind", "v_component_of_wind", "temperature", "geopotential")
 
@@ -164,3 +164,29 @@ def test_oracle_ensemble_is_calibrated(smoke_store, smoke_config):
         variance = members.var(axis=0, ddof=1).mean()
         ratio = squared_error / (2 * variance)
         assert 0.7 < ratio < 1.4, name
+
+
+def test_predictability_in_processes_matches_one_initial_time_here(smoke_store, smoke_config):
+    """The initial times computed in spawned processes give what one of them computed in this process gives."""
+    oracle = dataclasses.replace(smoke_config.oracle, n_members=3, n_perturbed_members=2, lead_days=1.0, n_init=2)
+    curves = predictability.predictability(smoke_config.world, oracle, seed=5, progress=False)
+    assert curves.sizes["init_time"] == 2
+    n_steps = int(round(oracle.lead_days * 24 / smoke_config.world.output_hours))
+    index = int(predictability.init_indices(xr.open_zarr(smoke_store).sizes["time"], n_steps, 2)[1])
+    here = predictability._curves_at(predictability._InitTask(predictability.PredictabilityRun(smoke_config.world, oracle, 5), index, n_steps))
+    xr.testing.assert_allclose(curves[["oracle_spread", "perturbed_spread", "oracle_error"]].isel(init_time=[1]), here, rtol=1e-5)
+
+
+def test_zonal_climates_side_by_side_match_one_run_here(tmp_path, monkeypatch):
+    """Two worlds' climates run in spawned processes (their own cache) equal the runs made here."""
+    cfg = WorldConfig(spinup_days=1.0, n_days=1.0, chunk_times=8)
+    climate = ClimateConfig(n_days=2.0, average_after_days=1.0)
+    worlds = [cfg, dataclasses.replace(cfg, noise_amplitude=0.0)]
+    monkeypatch.setenv("DRUIDS_CACHE", str(tmp_path / "here"))
+    here = [heldsuarez.zonal_climate(world, climate, progress=False) for world in worlds]
+    monkeypatch.setenv("DRUIDS_CACHE", str(tmp_path / "spawned"))
+    spawned = heldsuarez.zonal_climates(worlds, climate, progress=False)
+    assert (tmp_path / "spawned").exists()
+    for a, b in zip(here, spawned):
+        xr.testing.assert_allclose(a, b, rtol=1e-6)
+    assert not np.allclose(spawned[0].u_component_of_wind, spawned[1].u_component_of_wind)

@@ -37,6 +37,36 @@ def init_indices(n_times: int, n_steps: int, n_init: int) -> np.ndarray:
     return np.unique(np.linspace(0, last, n_init).round().astype(int))
 
 
+@dataclasses.dataclass(frozen=True)
+class _InitTask:
+    """One initial time of :func:`predictability`: the saved-time ``index`` and ``n_steps`` leads."""
+
+    run: PredictabilityRun
+    index: int
+    n_steps: int
+
+
+def _curves_at(task: _InitTask) -> xr.Dataset:
+    """Oracle and perturbed-IC spread curves and the oracle's error from one initial time (dims init_time, lead_time, field)."""
+    world, oracle, seed = task.run.world, task.run.oracle, task.run.seed
+    i, n_steps = task.index, task.n_steps
+    ens = heldsuarez.oracle_ensemble(world, i, oracle.n_members, n_steps, seed, oracle.member_batch)
+    pert = heldsuarez.perturbed_ic_ensemble(
+        world, i, oracle.n_perturbed_members, n_steps, seed, oracle.ic_perturbation_kelvin, member_batch=oracle.member_batch
+    )
+    ds = heldsuarez.open_world(world, generate_if_missing=False)
+    truth = diagnostics.field_stack(ds.isel(time=slice(i, i + n_steps + 1)).load(), TRACKED).rename(time="lead_time")
+    truth["lead_time"] = ens.lead_time
+    members = diagnostics.field_stack(ens, TRACKED)
+    return xr.Dataset(
+        {
+            "oracle_spread": diagnostics.ensemble_spread(members),
+            "perturbed_spread": diagnostics.ensemble_spread(diagnostics.field_stack(pert, TRACKED)),
+            "oracle_error": diagnostics.rms_difference(members.isel(member=0), truth),
+        }
+    ).expand_dims(init_time=[ens.init_time.values])
+
+
 def predictability(world: WorldConfig, oracle: OracleConfig, seed: int, progress: bool = True) -> xr.Dataset:
     """Spread (area-weighted RMS of ensemble std) versus lead time.
 
@@ -44,35 +74,20 @@ def predictability(world: WorldConfig, oracle: OracleConfig, seed: int, progress
     lead_time, field), the oracle's ``error`` of its member 0 against the saved
     truth, and ``change_6h``: the RMS 6-hour change of each field in the
     dataset (the scale a 6-hour forecast must resolve). Units of the field.
+    The initial times run side by side in local processes (``runtime.process_map``).
     """
+    run = PredictabilityRun(world, oracle, seed)
 
     def compute():
         ds = heldsuarez.open_world(world, progress=progress)
         n_steps = int(round(oracle.lead_days * 24 / world.output_hours))
-        indices = init_indices(ds.sizes["time"], n_steps, oracle.n_init)
-        curves = []
-        for i in runtime.progress(indices, desc="oracle + perturbed-IC ensembles", unit="init", disable=not progress):
-            ens = heldsuarez.oracle_ensemble(world, int(i), oracle.n_members, n_steps, seed, oracle.member_batch)
-            pert = heldsuarez.perturbed_ic_ensemble(
-                world, int(i), oracle.n_perturbed_members, n_steps, seed, oracle.ic_perturbation_kelvin,
-                member_batch=oracle.member_batch,
-            )
-            truth = diagnostics.field_stack(ds.isel(time=slice(int(i), int(i) + n_steps + 1)).load(), TRACKED).rename(time="lead_time")
-            truth["lead_time"] = ens.lead_time
-            curves.append(
-                xr.Dataset(
-                    {
-                        "oracle_spread": diagnostics.ensemble_spread(diagnostics.field_stack(ens, TRACKED)),
-                        "perturbed_spread": diagnostics.ensemble_spread(diagnostics.field_stack(pert, TRACKED)),
-                        "oracle_error": diagnostics.rms_difference(diagnostics.field_stack(ens, TRACKED).isel(member=0), truth),
-                    }
-                ).expand_dims(init_time=[ens.init_time.values])
-            )
+        tasks = [_InitTask(run, int(i), n_steps) for i in init_indices(ds.sizes["time"], n_steps, oracle.n_init)]
+        curves = runtime.process_map(_curves_at, tasks, desc="oracle + perturbed-IC ensembles", progress=progress)
         out = xr.concat(curves, dim="init_time")
         out["change_6h"] = diagnostics.rms_change(diagnostics.field_stack(ds.isel(time=slice(0, 400)).load(), TRACKED))
         return out
 
     return compute_or_load(
-        "predictability", PredictabilityRun(world, oracle, seed), compute,
+        "predictability", run, compute,
         save=lambda ds, path: ds.to_netcdf(path), load=lambda path: xr.load_dataset(path), suffix="nc",
     )

@@ -10,6 +10,7 @@ its own when it leaves the world's range (:func:`departed`); the others go on.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 
 import numpy as np
@@ -215,15 +216,22 @@ def climate_runs(
     (:func:`climate_steps` of ``stats.step``) from ``initial_conditions`` with
     :func:`climate_sampling`; the same members and noise streams for every churn,
     so the runs differ only in the churn. ``residual_bias`` as in :func:`rollout_climate`.
+    The runs go side by side in local processes (``runtime.process_map``: a batch of one or two
+    members leaves the second core mostly idle), so each run's ``seconds`` is its wall time beside the other.
     """
-    n_steps = climate_steps(study.climate_days, stats.step)
-    return {
-        churn: rollout_climate(
-            denoiser, stats, initial_conditions, n_steps, climate_sampling(sampling_cfg, study, churn), dataset_cfg,
-            seed, study.climate_members, progress=progress, residual_bias=residual_bias,
-        )
-        for churn in climate_churns(study)
-    }  # fmt: skip
+    run = functools.partial(
+        _rollout_with, denoiser=denoiser, stats=stats, initial_conditions=initial_conditions,
+        n_steps=climate_steps(study.climate_days, stats.step), dataset_cfg=dataset_cfg, seed=seed,
+        n_members=study.climate_members, residual_bias=residual_bias,
+    )  # fmt: skip
+    churns = climate_churns(study)
+    runs = runtime.process_map(run, [climate_sampling(sampling_cfg, study, churn) for churn in churns], desc="free runs", progress=progress)
+    return dict(zip(churns, runs))
+
+
+def _rollout_with(sampling_cfg: SamplingConfig, **kwargs) -> xr.Dataset:
+    """:func:`rollout_climate` with ``sampling_cfg`` first (what :func:`climate_runs` maps over), no progress bar."""
+    return rollout_climate(sampling_cfg=sampling_cfg, progress=False, **kwargs)
 
 
 def stable_days(rollout: xr.Dataset) -> xr.DataArray:

@@ -10,7 +10,7 @@ ensembles, samples of the exact forecast distribution from any saved state
 
 from druids.data.heldsuarez.oracle import default_member_batch, oracle_ensemble, perturbed_ic_ensemble
 from druids.data.heldsuarez.simulator import MODAL_FIELDS, START_TIME, VARIABLE_ATTRS, HeldSuarezWorld, get_world
-from druids.data.heldsuarez.store import generate, open_modal, open_world, simulate, store_path, zonal_climate
+from druids.data.heldsuarez.store import generate, open_modal, open_world, simulate, store_path, zonal_climate, zonal_climates
 
 __all__ = [
     "MODAL_FIELDS",
@@ -27,4 +27,5 @@ __all__ = [
     "simulate",
     "store_path",
     "zonal_climate",
+    "zonal_climates",
 ]

@@ -46,8 +46,6 @@ import pandas as pd
 import torch
 from matplotlib.ticker import NullFormatter
 
-from tqdm.auto import tqdm
-
 from druids import plotting, runtime, training
 from druids.config import get_config, objective_config, with_data
 from druids.data import dataset, heldsuarez, source
@@ -613,11 +611,9 @@ memo_rows = np.random.default_rng(cfg.seed).permutation(len(samples["train"]))[:
 memo_train = memorisation.channel_pairs(samples["train"], np.sort(memo_rows), memo_channels, n_state)
 memo_held = memorisation.channel_pairs(samples["test"], np.linspace(0, len(samples["test"]) - 1, ex.memo_samples).astype(int), memo_channels, n_state)[0]
 memo_model = dataclasses.replace(cfg.model, base_channels=ex.memo_base_channels, channel_mults=(1, 2), blocks_per_level=1)
-threads = torch.get_num_threads()
-torch.set_num_threads(1)  # tiny networks: one thread is faster than two (OpenMP overhead)
+# the 2 x len(memo_sizes) tiny models train in one-thread processes, one per core (druids.runtime.process_map)
 ladder, memo_samples = memorisation.ladder(*memo_train, memo_held, ex.memo_sizes, memo_model, dataclasses.replace(cfg.sampling, n_levels=ex.memo_levels),
-                                           geometry, stats.latitude, ex.memo_steps, ex.memo_batch, ex.memo_lr, cfg.seed, tqdm)  # fmt: skip
-torch.set_num_threads(threads)
+                                           geometry, stats.latitude, ex.memo_steps, ex.memo_batch, ex.memo_lr, cfg.seed)  # fmt: skip
 memo_seconds = time.perf_counter() - start
 memo_dims = geometry.noise_dims(len(memo_channels))
 summary = ladder.assign(nearest=ladder[["nearest_a", "nearest_b"]].mean(axis=1)).groupby("size")[["cross", "nearest", "noise", "gaussian_cross", "gaussian_nearest_a"]].median()

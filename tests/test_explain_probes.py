@@ -127,3 +127,18 @@ def test_scaling_an_atom_moves_the_network_and_factor_one_leaves_it_alone():
     assert float((moved - plain).norm()) > 1e-3 * float(plain.norm())
     maps = autoencoder.atom_maps(model, torch.randn(2, 8, 4, 8))
     assert maps.shape == (2, 6, 4, 8)
+
+
+@pytest.mark.parametrize("metric", ["r2", "auc"])
+def test_vectorised_bootstrap_scores_equal_scikit_learn_per_resample(metric):
+    """Every resample's score (ties and one-class resamples included) equals probes.score, i.e. scikit-learn."""
+    rng = np.random.default_rng(3)
+    truth = (rng.random(12) < 0.3).astype(float) if metric == "auc" else rng.standard_normal(12)
+    prediction = np.round(rng.standard_normal(12), 1)  # ties
+    rows = rng.integers(0, 12, (300, 12))
+    rows[0] = 0  # one state only: constant truth
+    expected = np.array([probes.score(metric, truth[r], prediction[r]) for r in rows])
+    got = probes.resampled_scores(metric, truth[rows], prediction[rows])
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12, equal_nan=True)
+    if metric == "auc":
+        assert np.isnan(got).any() and not np.isnan(got).all()

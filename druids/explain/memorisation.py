@@ -22,17 +22,22 @@ deterministic reverse process maps the noise ``sigma_max n`` to ``mu + C^(1/2) x
 joint (residual, condition) statistics conditioned on the held-out condition.
 Agreement that this baseline reaches from the same two training sets is
 explained by second-order statistics alone, and is not claimed as generalisation.
+The models are independent: :func:`ladder` trains and samples them in local
+processes (:func:`druids.runtime.process_map`), each from its own seed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import os
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
+from druids import runtime
 from druids.config import ModelConfig, SamplingConfig
 from druids.data.dataset import collate
 from druids.explain.geometry import NoiseGeometry
@@ -185,21 +190,44 @@ def similarity_rows(
     })  # fmt: skip
 
 
+def trained_sample(
+    held_out: torch.Tensor, sampling: SamplingConfig, seed: int, model_cfg: ModelConfig, band, latitude, steps: int, batch: int,
+    lr: float, training: tuple[torch.Tensor, torch.Tensor, int],
+) -> torch.Tensor:
+    """:func:`sample_from_noise` of ``held_out`` from ``seed`` by the model :func:`train_denoiser` gives for
+    ``training`` = ``(condition, target, model seed)``: ``(n, C, H, W)``. One model of :func:`ladder`,
+    module-level so that it runs in a spawned process."""
+    condition, target, model_seed = training
+    model = train_denoiser(model_cfg, condition, target, band, latitude, steps, batch, lr, model_seed)
+    return sample_from_noise(model, held_out, sampling, seed)
+
+
 def ladder(
     condition: torch.Tensor, target: torch.Tensor, held_out: torch.Tensor, sizes: Sequence[int], model_cfg: ModelConfig,
-    sampling: SamplingConfig, geometry: NoiseGeometry, latitude, steps: int, batch: int, lr: float, seed: int, progress=None,
+    sampling: SamplingConfig, geometry: NoiseGeometry, latitude, steps: int, batch: int, lr: float, seed: int,
+    progress=True, processes: int | None = None,
 ) -> tuple[pd.DataFrame, dict[int, tuple[torch.Tensor, torch.Tensor]]]:
     """For each training-set size: two models on disjoint random sets of the training pairs ``(condition,
     target)``, each sampled from the same noise for the ``held_out`` conditions; :func:`similarity_rows`
-    for all sizes, and the samples ``{size: (model a, model b)}``. ``progress``: a tqdm-like wrapper or None."""
-    tables, samples = [], {}
+    for all sizes, and the samples ``{size: (model a, model b)}``.
+
+    Size number ``k`` draws its sets from ``seed + k`` and model ``j`` of it
+    trains from ``seed + 100 k + j``. The ``2 len(sizes)`` models (equal work:
+    ``steps`` batches each) are trained and sampled by
+    :func:`druids.runtime.process_map` over ``processes`` local processes
+    (None: one per CPU core, at most one per model, CUDA or not: they run on
+    the CPU; 1: one after another in this process), the Gaussian baselines
+    and similarities here. ``progress``: a bar over the trained models (any true value).
+    """
+    sets = [disjoint_subsets(len(target), size, seed + k) for k, size in enumerate(sizes)]
+    trainings = [(condition[s], target[s], seed + 100 * k + j) for k, pair in enumerate(sets) for j, s in enumerate(pair)]
+    task = functools.partial(trained_sample, held_out, sampling, seed, model_cfg, geometry.band, latitude, steps, batch, lr)
+    processes = min(len(trainings), os.cpu_count() or 1) if processes is None else processes
+    sampled = runtime.process_map(task, trainings, processes, desc="memorisation models", progress=bool(progress))
     noise = sample_noise(len(held_out), target.shape[1:], geometry.band, seed)
-    for k, size in enumerate(progress(sizes) if progress else sizes):
-        sets = disjoint_subsets(len(target), size, seed + k)
-        models = [train_denoiser(model_cfg, condition[s], target[s], geometry.band, latitude, steps, batch, lr, seed + 100 * k + j)
-                  for j, s in enumerate(sets)]  # fmt: skip
-        pair = tuple(sample_from_noise(m, held_out, sampling, seed) for m in models)
-        gaussian = tuple(gaussian_samples(target[s], noise, geometry, condition[s], held_out) for s in sets)
-        tables.append(similarity_rows(size, pair, tuple(target[s] for s in sets), gaussian, noise, geometry.weights))
-        samples[size] = pair
+    tables, samples = [], {}
+    for k, (size, pair) in enumerate(zip(sizes, sets)):
+        samples[size] = (sampled[2 * k], sampled[2 * k + 1])
+        gaussian = tuple(gaussian_samples(target[s], noise, geometry, condition[s], held_out) for s in pair)
+        tables.append(similarity_rows(size, samples[size], tuple(target[s] for s in pair), gaussian, noise, geometry.weights))
     return pd.concat(tables, ignore_index=True), samples

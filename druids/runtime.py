@@ -2,7 +2,7 @@
 
 Base layer: imports nothing of druids. Training and sampling both start, join
 and leave process groups through here. A job started by ``torchrun`` (or by
-:func:`spawn_environment` for locally spawned CPU processes) announces itself
+:func:`run_local_processes` for locally spawned CPU processes) announces itself
 through ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``; without them this process
 is alone (world size 1, rank 0) and nothing here touches ``torch.distributed``.
 The backend is NCCL on CUDA and gloo on the CPU. Long work reports through
@@ -123,10 +123,48 @@ def spawn_environment(rank: int, world_size: int, port: int) -> None:
     )
 
 
-def local_processes(n_items: int) -> int:
-    """How many local processes :func:`process_map` uses for ``n_items`` independent items: one per CPU core, at
-    most one per item; 1 where CUDA is available (the GPU is the one worker there)."""
-    if torch.cuda.is_available():
+def run_local_processes(
+    worker: Callable, args: tuple, processes: int, done: Callable[[], int], total: int, desc: str, show: bool = True
+) -> None:
+    """``worker(*args)`` in ``processes`` spawned local CPU processes, each in the environment ``torchrun`` would give
+    it (:func:`spawn_environment`, a free port on 127.0.0.1) with ``cpu_count // processes`` torch threads.
+
+    For data-parallel work that joins a gloo process group (:func:`process_group`): DDP training, the afCRPS
+    fine-tuning. This process only waits: its progress bar (``desc``, ``show``) follows ``done()``, the steps
+    finished out of ``total`` as the workers' rank 0 records them (a log or a small file), polled every 2 s.
+    ``worker`` must be importable (a module-level function) and ``args`` must pickle (tensors travel in shared
+    memory). An exception in a worker is raised here (``torch.multiprocessing.ProcessRaisedException``, the
+    other workers stopped); one here (an interrupt) stops the workers.
+    """
+    import torch.multiprocessing as mp
+
+    threads = max(1, (os.cpu_count() or 1) // processes)
+    spawned = (processes, free_local_port(), threads, worker, args)
+    workers = mp.spawn(_local_process, args=spawned, nprocs=processes, join=False)
+    try:
+        with progress(total=total, initial=min(total, done()), disable=not show, desc=desc, unit="step") as bar:
+            while not workers.join(timeout=2):
+                bar.update(max(0, done() - bar.n))
+            bar.update(max(0, done() - bar.n))
+    except BaseException:  # e.g. an interrupted notebook cell: the workers go too
+        for worker_process in workers.processes:
+            if worker_process.is_alive():
+                worker_process.terminate()
+        raise
+
+
+def _local_process(rank: int, processes: int, port: int, threads: int, worker: Callable, args: tuple) -> None:
+    """One of :func:`run_local_processes`'s processes: the ``torchrun`` environment and threads, then the work."""
+    spawn_environment(rank, processes, port)
+    torch.set_num_threads(threads)
+    worker(*args)
+
+
+def local_processes(n_items: int, device: str | torch.device = "auto") -> int:
+    """How many local processes :func:`process_map` uses for ``n_items`` independent items of work on ``device``:
+    one per CPU core, at most one per item; 1 for work on CUDA (``"auto"``: CUDA where available), where the GPU
+    is the one worker."""
+    if resolve_device(device).type == "cuda":
         return 1
     return max(1, min(n_items, os.cpu_count() or 1))
 
@@ -148,6 +186,8 @@ def process_map(function: Callable, items: Iterable, processes: int | None = Non
     :func:`local_processes`; 1 runs here, without spawning. An exception in a
     worker is raised here, and the items not started yet are cancelled.
     ``desc``/``progress``: a progress bar over finished items (:func:`progress`).
+    Call it from a notebook, a function or a script's ``if __name__ == "__main__"`` block, not while a module
+    is being imported (the spawned workers would wait for the import lock).
     """
     items = list(items)
     processes = local_processes(len(items)) if processes is None else processes

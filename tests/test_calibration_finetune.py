@@ -1,7 +1,9 @@
 """afCRPS fine-tuning (druids.calibration.finetune): the score against scoringrules' estimators, gradients
-through the sampler, and a killed fine-tuning resuming to the weights of an uninterrupted one."""
+through the sampler, a killed fine-tuning resuming to the weights of an uninterrupted one, also in two local
+gloo processes."""
 
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +68,7 @@ def test_a_killed_finetuning_resumes_to_the_weights_of_an_uninterrupted_one(untr
     cfg = dataclasses.replace(smoke_config, calibration=dataclasses.replace(smoke_config.calibration, finetune_steps=3, finetune_lr=1e-2))
     monkeypatch.setattr(finetune, "CHECKPOINT_EVERY", 1)
     monkeypatch.setenv("DRUIDS_CACHE", str(tmp_path / "whole"))
-    whole = finetune.finetune(trained, data, cfg, progress=False)
+    whole = finetune.finetune(trained, data, cfg, progress=False, processes=1)
     assert list(whole.history.step) == [1, 2, 3]
     start = dict(trained.denoiser.state_dict())
     assert any(not torch.equal(start[k], v) for k, v in whole.denoiser.state_dict().items())  # it learned
@@ -83,13 +85,77 @@ def test_a_killed_finetuning_resumes_to_the_weights_of_an_uninterrupted_one(untr
 
     monkeypatch.setattr(finetune, "afcrps", killed_at_the_third_step)
     with pytest.raises(KeyboardInterrupt):
-        finetune.finetune(trained, data, cfg, progress=False)
+        finetune.finetune(trained, data, cfg, progress=False, processes=1)
     assert list(Path(tmp_path / "killed" / "finetuned").glob("*.partial"))
     monkeypatch.setattr(finetune, "afcrps", score)
-    resumed = finetune.finetune(trained, data, cfg, progress=False)
+    resumed = finetune.finetune(trained, data, cfg, progress=False, processes=1)
     pd.testing.assert_frame_equal(resumed.history, whole.history)
     for name, value in whole.denoiser.state_dict().items():
         torch.testing.assert_close(resumed.denoiser.state_dict()[name], value, rtol=0, atol=0)
 
     monkeypatch.setattr(finetune, "_run", lambda *args: pytest.fail("a cached fine-tuning ran again"))
-    finetune.finetune(trained, data, cfg, progress=False)
+    finetune.finetune(trained, data, cfg, progress=False, processes=1)
+
+
+def _assert_same_finetuning(two, one, train_set, cfg):
+    """The same fine-tuning up to the rounding of a batch of one state against two: steps, losses and gradient
+    norms, the members the fine-tuned denoisers sample (same conditions and noise), and the weights.
+
+    The weights get a looser absolute tolerance: the noise gains of the 8-channel blocks (zero at the start)
+    get gradients of rounding size only (the per-channel RMS norm after them cancels a gain), which Adam
+    scales up to about ``lr |g| / eps`` per step, so they move by ~1e-4 of rounding noise at lr 1e-2.
+    """
+    np.testing.assert_array_equal(two.history.step, one.history.step)
+    np.testing.assert_allclose(two.history.afcrps, one.history.afcrps, rtol=1e-5)
+    np.testing.assert_allclose(two.history.grad_norm, one.history.grad_norm, rtol=1e-4)
+    condition, target = collate(train_set, [0, 5], "cpu")
+    sampling = finetune.eager_sampling(cfg.sampling)
+    with torch.no_grad():
+        members = [finetune.sampled_members(t.denoiser, condition, target.shape[1], 2, sampling, seed=3) for t in (two, one)]
+    torch.testing.assert_close(*members, rtol=1e-5, atol=1e-5)
+    for name, value in one.denoiser.state_dict().items():
+        torch.testing.assert_close(two.denoiser.state_dict()[name], value, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.timeout(300, method="thread")  # a rank that waits for a missing all-reduce would hang
+def test_finetuning_resumed_in_two_processes_matches_one(untrained, smoke_config, monkeypatch, tmp_path):
+    """A single-process fine-tuning killed after its first step, resumed in two spawned gloo processes (one state
+    of the step's two each), ends with the uninterrupted single process's history and weights, leaves only the
+    cached result behind, and is not run again."""
+    trained, data = untrained
+    cfg = dataclasses.replace(smoke_config, calibration=dataclasses.replace(smoke_config.calibration, finetune_steps=3, finetune_lr=1e-2))
+    assert finetune.auto_processes(trained, cfg) == min(2, os.cpu_count())
+    monkeypatch.setattr(finetune, "CHECKPOINT_EVERY", 1)
+    monkeypatch.setenv("DRUIDS_CACHE", str(tmp_path / "one"))
+    one = finetune.finetune(trained, data, cfg, progress=False, processes=1)
+
+    monkeypatch.setenv("DRUIDS_CACHE", str(tmp_path / "two"))
+    score, calls = finetune.afcrps, []
+
+    def killed_at_the_second_step(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return score(*args)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(finetune, "afcrps", killed_at_the_second_step)
+        with pytest.raises(KeyboardInterrupt):
+            finetune.finetune(trained, data, cfg, progress=False, processes=1)
+    (partial,) = (tmp_path / "two" / "finetuned").glob("*.partial")
+    state = torch.load(partial, weights_only=False)
+    assert state["step"] == 1
+    state["history"][0]["from_partial"] = True  # a mark that only a resumed run carries into its history
+    torch.save(state, partial)
+    two = finetune.finetune(trained, data, cfg, progress=False, processes=2)  # steps 2 and 3 in two processes
+    assert two.history.from_partial.tolist()[0] is True
+    _assert_same_finetuning(two, one, ForecastDataset(data, trained.stats, "train", cfg.dataset), cfg)
+    assert sorted(p.suffix for p in (tmp_path / "two" / "finetuned").iterdir()) == [".json", ".pt"]  # no .partial, .step
+    monkeypatch.setattr(finetune, "_run", lambda *args: pytest.fail("a cached fine-tuning ran again"))
+    pd.testing.assert_frame_equal(finetune.finetune(trained, data, cfg, progress=False, processes=2).history, two.history)
+
+
+def test_finetuning_processes_need_a_state_each(untrained, smoke_config):
+    trained, data = untrained
+    with pytest.raises(ValueError, match="exceeds finetune_states=2"):
+        finetune.finetune(trained, data, smoke_config, progress=False, processes=3)

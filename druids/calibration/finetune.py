@@ -24,17 +24,22 @@ denoiser is the one place both come from.
 
 :func:`finetune` runs it from a trained EMA denoiser and caches the result
 (``.cache/finetuned/``), saving its progress every ``CHECKPOINT_EVERY`` steps so that
-a killed run resumes.
+a killed run resumes. On a multi-core CPU it runs in local gloo processes
+(:func:`auto_processes`), each taking a share of every step's states with the random
+draws of those states, its gradients summed with the others': the weights are the
+single process's up to float rounding.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 from pathlib import Path
 
 import pandas as pd
 import torch
+import torch.distributed as torch_dist
 from torch import nn
 
 from druids import runtime, sphere
@@ -74,21 +79,29 @@ def afcrps(members: torch.Tensor, truth: torch.Tensor, alpha: float, weights: to
 
 
 def sampled_members(
-    denoiser, condition: torch.Tensor, n_channels: int, n_members: int, sampling_cfg: SamplingConfig, seed: int
+    denoiser,
+    condition: torch.Tensor,
+    n_channels: int,
+    n_members: int,
+    sampling_cfg: SamplingConfig,
+    seed: int,
+    first_row: int = 0,
 ) -> torch.Tensor:
     """``n_members`` samples of the next residual per condition, differentiable: ``(M, B, C, H, W)``, ``C = n_channels``.
 
-    ``condition`` ``(B, Cc, H, W)``; the noise of member ``j`` of row ``b`` comes
-    from its own generator seeded from ``(seed, j, b)``. Runs ``sampling_cfg``'s
-    sampler with autograd on (no inference mode, no compilation).
+    ``condition`` ``(B, Cc, H, W)``: rows ``first_row ... first_row + B - 1`` of a
+    larger batch (a process's share of a step's states); the noise of member ``j``
+    of row ``b`` comes from its own generator seeded from ``(seed, j, b)``, whichever
+    process draws it. Runs ``sampling_cfg``'s sampler with autograd on (no
+    inference mode, no compilation).
     """
-    rows = condition.shape[0]
+    rows = range(first_row, first_row + condition.shape[0])
     param = next(denoiser.parameters())
-    generators = [torch.Generator().manual_seed(batches.stream_seed(seed, j, b)) for j in range(n_members) for b in range(rows)]
+    generators = [torch.Generator().manual_seed(batches.stream_seed(seed, j, b)) for j in range(n_members) for b in rows]
     shape = (n_channels, *condition.shape[-2:])
     noise = MemberNoise(generators, shape, param.dtype, param.device, getattr(denoiser, "noise_band", None))
     x, _ = sample(denoiser, condition.repeat(n_members, 1, 1, 1), noise, sampling_cfg)
-    return x.reshape(n_members, rows, *x.shape[1:])
+    return x.reshape(n_members, len(rows), *x.shape[1:])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +138,7 @@ def finetune_key(trained: TrainedModel, cfg: Config) -> FineTuneKey:
                        cc.finetune_lr, cc.finetune_alpha, eager_sampling(cfg.sampling))  # fmt: skip
 
 
-def finetune(trained: TrainedModel, data, cfg: Config, progress: bool = True) -> FineTuned:
+def finetune(trained: TrainedModel, data, cfg: Config, progress: bool = True, processes: int | None = None) -> FineTuned:
     """Fine-tune ``trained.denoiser`` (a copy) on the afCRPS of its sampled members; cached by :func:`finetune_key`.
 
     ``cfg.calibration``: ``finetune_steps`` AdamW steps (learning rate
@@ -133,11 +146,14 @@ def finetune(trained: TrainedModel, data, cfg: Config, progress: bool = True) ->
     ``finetune_states`` training states with ``finetune_members`` members and
     ``alpha = finetune_alpha``; loss weights per latitude as the training's
     (``cfg.model.latitude_weighting``), in normalised residual units.
+    ``processes``: local CPU processes that share out each step's states
+    (default :func:`auto_processes`; 1 runs here). The result does not depend on
+    it beyond float rounding, so it is not part of the cache key.
     """
     key = finetune_key(trained, cfg)
     path = artifact_path("finetuned", key, "pt")
     if not path.exists():
-        _run(trained, data, cfg, key, path, progress)
+        _run(trained, data, cfg, key, path, progress, auto_processes(trained, cfg) if processes is None else processes)
         write_json(path.with_suffix(".pt.json"), {"kind": "finetuned", "config": to_dict(key)})
     saved = torch.load(path, map_location="cpu", weights_only=False)
     model = copy.deepcopy(trained.denoiser)
@@ -145,8 +161,51 @@ def finetune(trained: TrainedModel, data, cfg: Config, progress: bool = True) ->
     return FineTuned(model.eval().requires_grad_(False), pd.DataFrame(saved["history"]))
 
 
-def _run(trained: TrainedModel, data, cfg: Config, key: FineTuneKey, path: Path, progress: bool) -> None:
-    """The fine-tuning loop; resumes from ``path``'s ``.partial`` state and writes ``path`` when done."""
+def auto_processes(trained: TrainedModel, cfg: Config) -> int:
+    """How many local processes :func:`finetune` uses: one per CPU core, at most one per state of a step
+    (``finetune_states``); 1 on CUDA, and for a denoiser that is not on the CPU.
+
+    A state's sampler chain at batch 1-2 keeps two threads poorly busy: on 2 cores,
+    two one-thread processes ran a default-profile step (2 states x 2 members) in
+    2.1 s against 4.3 s for one process with two threads, after ~7 s of start-up."""
+    if next(trained.denoiser.parameters()).device.type != "cpu":
+        return 1
+    return runtime.local_processes(cfg.calibration.finetune_states)
+
+
+def _run(trained: TrainedModel, data, cfg: Config, key: FineTuneKey, path: Path, progress: bool, processes: int) -> None:
+    """The fine-tuning here (``processes`` = 1), or in ``processes`` spawned CPU processes (gloo) while this
+    one shows their progress (rank 0's step file, :func:`_steps_done`); either way ``path`` is written."""
+    if processes <= 1:
+        _tune(trained, data, cfg, key, path, progress, CHECKPOINT_EVERY)
+        return
+    if next(trained.denoiser.parameters()).device.type != "cpu":
+        raise ValueError(f"processes={processes} starts CPU processes; the denoiser is not on the CPU (use processes=1)")
+    if processes > key.states:
+        raise ValueError(f"processes={processes} exceeds finetune_states={key.states}: each process needs a state")
+    _step_file(path).unlink(missing_ok=True)  # a killed run's count, which the new bar must not start from
+    args = (trained, data, cfg, key, path, CHECKPOINT_EVERY)
+    done = functools.partial(_steps_done, path, key.steps)
+    desc = f"afCRPS fine-tuning ({processes} processes)"
+    runtime.run_local_processes(_tune_in_process_group, args, processes, done, key.steps, desc, progress)
+
+
+def _tune_in_process_group(trained: TrainedModel, data, cfg: Config, key: FineTuneKey, path: Path, checkpoint_every: int):
+    """One of :func:`_run`'s spawned processes: :func:`_tune` as its rank of the gloo process group."""
+    with runtime.process_group(torch.device("cpu")) as process:
+        _tune(trained, data, cfg, key, path, False, checkpoint_every, process)
+
+
+def _tune(
+    trained: TrainedModel, data, cfg: Config, key: FineTuneKey, path: Path, progress: bool, checkpoint_every: int,
+    process: runtime.Process = runtime.Process(),
+) -> None:  # fmt: skip
+    """The fine-tuning loop of ``process`` (alone, or one rank of a process group, all ranks taking the same steps).
+
+    Resumes from ``path``'s ``.partial`` state; rank 0 saves that state every
+    ``checkpoint_every`` steps, the number of steps done (:func:`_step_file`, in a
+    group) after each, and ``path`` at the end.
+    """
     partial = path.with_suffix(".partial")
     model = copy.deepcopy(trained.denoiser).train().requires_grad_(True)
     optimiser = torch.optim.AdamW(model.parameters(), lr=key.lr, weight_decay=0.0)
@@ -159,22 +218,72 @@ def _run(trained: TrainedModel, data, cfg: Config, key: FineTuneKey, path: Path,
     device = next(model.parameters()).device
     train_set = ForecastDataset(data, trained.stats, "train", cfg.dataset)
     weights = sphere.latitude_weights(trained.stats.latitude, cfg.model.latitude_weighting)[:, None].to(device)
-    bar = runtime.progress(total=key.steps, initial=start, disable=not progress, desc="afCRPS fine-tuning", unit="step")
+    lead = process.rank == 0
+    show = progress and lead
+    bar = runtime.progress(total=key.steps, initial=start, disable=not show, desc="afCRPS fine-tuning", unit="step")
     for step in range(start, key.steps):
-        indices = batches.batch_indices(batches.stream_seed(key.seed, FINETUNE_STREAM), step, key.states, len(train_set))
-        condition, target = collate(train_set, indices, device)
-        members = sampled_members(model, condition, target.shape[1], key.members, key.sampling, batches.stream_seed(key.seed, FINETUNE_STREAM, step))
-        loss = afcrps(members, target, key.alpha, weights)
         optimiser.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = _gradients(model, train_set, weights, key, step, process)
         grad_norm = nn.utils.clip_grad_norm_(model.parameters(), cfg.training.grad_clip)
         optimiser.step()
-        history.append({"step": step + 1, "afcrps": loss.item(), "grad_norm": grad_norm.item()})
+        history.append({"step": step + 1, "afcrps": loss, "grad_norm": grad_norm.item()})
         bar.update()
-        bar.set_postfix(afcrps=f"{loss.item():.4f}")
-        if (step + 1) % CHECKPOINT_EVERY == 0 and step + 1 < key.steps:
+        bar.set_postfix(afcrps=f"{loss:.4f}")
+        if lead and (step + 1) % checkpoint_every == 0 and step + 1 < key.steps:
             state = {"model": model.state_dict(), "optimiser": optimiser.state_dict(), "history": history, "step": step + 1}
             atomic_write(partial, lambda tmp, state=state: torch.save(state, tmp))
+        if lead and process.world_size > 1:
+            atomic_write(_step_file(path), lambda tmp, done=step + 1: tmp.write_text(str(done)))
     bar.close()
-    atomic_write(path, lambda tmp: torch.save({"model": model.state_dict(), "history": history}, tmp))
-    partial.unlink(missing_ok=True)
+    if lead:
+        atomic_write(path, lambda tmp: torch.save({"model": model.state_dict(), "history": history}, tmp))
+        partial.unlink(missing_ok=True)
+        _step_file(path).unlink(missing_ok=True)
+
+
+def _gradients(model: nn.Module, train_set: ForecastDataset, weights, key: FineTuneKey, step: int, process) -> float:
+    """The gradient of ``step``'s afCRPS (mean over its ``key.states`` states) into ``.grad``; returns the loss.
+
+    In a process group each rank takes a contiguous block of the states and
+    backpropagates its afCRPS times its share of them; the gradients and losses
+    are then summed over the ranks (one all-reduce), giving the mean of the lone
+    process up to rounding (the states' latitude weights have equal sums).
+    """
+    indices = batches.batch_indices(batches.stream_seed(key.seed, FINETUNE_STREAM), step, key.states, len(train_set))
+    first, stop = key.states * process.rank // process.world_size, key.states * (process.rank + 1) // process.world_size
+    condition, target = collate(train_set, indices[first:stop], weights.device)
+    seed = batches.stream_seed(key.seed, FINETUNE_STREAM, step)
+    members = sampled_members(model, condition, target.shape[1], key.members, key.sampling, seed, first)
+    loss = afcrps(members, target, key.alpha, weights)
+    if process.world_size == 1:
+        loss.backward()
+        return loss.item()
+    share = (stop - first) / key.states
+    (loss * share).backward()
+    return _sum_over_processes(model, loss.detach() * share)
+
+
+def _sum_over_processes(model: nn.Module, value: torch.Tensor) -> float:
+    """Sum ``model``'s gradients over the process group, in place, and return the sum of the scalar ``value``."""
+    params = list(model.parameters())
+    grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads] + [value.reshape(1)])
+    torch_dist.all_reduce(flat)
+    for p, g in zip(params, flat[:-1].split([p.numel() for p in params]), strict=True):
+        p.grad = g.view_as(p).clone()
+    return flat[-1].item()
+
+
+def _step_file(path: Path) -> Path:
+    """Where rank 0 of a process group records the fine-tuning steps done (text), for the parent's progress bar."""
+    return path.with_suffix(".step")
+
+
+def _steps_done(path: Path, steps: int) -> int:
+    """Steps done by the fine-tuning of ``path`` in processes: all once ``path`` exists, else its step file's count."""
+    if path.exists():
+        return steps
+    try:
+        return int(_step_file(path).read_text())
+    except (FileNotFoundError, ValueError):
+        return 0

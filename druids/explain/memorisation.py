@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -222,7 +221,7 @@ def ladder(
     sets = [disjoint_subsets(len(target), size, seed + k) for k, size in enumerate(sizes)]
     trainings = [(condition[s], target[s], seed + 100 * k + j) for k, pair in enumerate(sets) for j, s in enumerate(pair)]
     task = functools.partial(trained_sample, held_out, sampling, seed, model_cfg, geometry.band, latitude, steps, batch, lr)
-    processes = min(len(trainings), os.cpu_count() or 1) if processes is None else processes
+    processes = runtime.local_processes(len(trainings), "cpu") if processes is None else processes
     sampled = runtime.process_map(task, trainings, processes, desc="memorisation models", progress=bool(progress))
     noise = sample_noise(len(held_out), target.shape[1:], geometry.band, seed)
     tables, samples = [], {}

@@ -327,22 +327,12 @@ def _train_spawning(cfg: Config, run_dir, progress, stop_after, device, validato
 
 def _run_processes(cfg: Config, run_dir: Path, processes: int, validators, progress: bool) -> None:
     """Run :func:`train` in ``processes`` spawned CPU processes; a progress bar follows rank 0's metrics log."""
-    import torch.multiprocessing as mp
-
-    port = runtime.free_local_port()
-    threads = max(1, (os.cpu_count() or 1) // processes)
-    workers = mp.spawn(
-        _process_worker, args=(processes, port, threads, cfg, run_dir, list(validators)), nprocs=processes, join=False
-    )
     desc = f"train {cfg.model.objective} ({processes} processes)"
-    with runtime.progress(total=cfg.training.n_steps, disable=not progress, desc=desc, unit="step") as bar:
-        while not workers.join(timeout=2):
-            bar.update(max(0, logged_step(run_dir) - bar.n))
-        bar.update(max(0, logged_step(run_dir) - bar.n))
+    done = functools.partial(logged_step, run_dir)
+    args = (cfg, run_dir, list(validators))
+    runtime.run_local_processes(_process_worker, args, processes, done, cfg.training.n_steps, desc, progress)
 
 
-def _process_worker(rank: int, processes: int, port: int, threads: int, cfg: Config, run_dir: Path, validators) -> None:
-    """One of :func:`_run_processes`'s processes: the ``torchrun`` environment, then :func:`train`."""
-    runtime.spawn_environment(rank, processes, port)
-    torch.set_num_threads(threads)
+def _process_worker(cfg: Config, run_dir: Path, validators) -> None:
+    """One of :func:`_run_processes`'s processes (``torchrun``'s environment is set): :func:`train` on the CPU."""
     train(cfg, run_dir, progress=False, device="cpu", validators=validators)

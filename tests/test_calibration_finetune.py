@@ -75,15 +75,8 @@ def test_a_killed_finetuning_resumes_to_the_weights_of_an_uninterrupted_one(untr
     assert all(torch.equal(start[k], v) for k, v in trained.denoiser.state_dict().items())  # on a copy
 
     monkeypatch.setenv("DRUIDS_CACHE", str(tmp_path / "killed"))
-    score, calls = finetune.afcrps, []
-
-    def killed_at_the_third_step(*args):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return score(*args)
-
-    monkeypatch.setattr(finetune, "afcrps", killed_at_the_third_step)
+    score = finetune.afcrps
+    monkeypatch.setattr(finetune, "afcrps", _afcrps_killed_at(3))
     with pytest.raises(KeyboardInterrupt):
         finetune.finetune(trained, data, cfg, progress=False, processes=1)
     assert list(Path(tmp_path / "killed" / "finetuned").glob("*.partial"))
@@ -95,6 +88,19 @@ def test_a_killed_finetuning_resumes_to_the_weights_of_an_uninterrupted_one(untr
 
     monkeypatch.setattr(finetune, "_run", lambda *args: pytest.fail("a cached fine-tuning ran again"))
     finetune.finetune(trained, data, cfg, progress=False, processes=1)
+
+
+def _afcrps_killed_at(call: int):
+    """``finetune.afcrps`` that raises ``KeyboardInterrupt`` at its ``call``-th call: a run killed in that step."""
+    score, calls = finetune.afcrps, []
+
+    def killed(*args):
+        calls.append(1)
+        if len(calls) == call:
+            raise KeyboardInterrupt
+        return score(*args)
+
+    return killed
 
 
 def _assert_same_finetuning(two, one, train_set, cfg):
@@ -130,16 +136,8 @@ def test_finetuning_resumed_in_two_processes_matches_one(untrained, smoke_config
     one = finetune.finetune(trained, data, cfg, progress=False, processes=1)
 
     monkeypatch.setenv("DRUIDS_CACHE", str(tmp_path / "two"))
-    score, calls = finetune.afcrps, []
-
-    def killed_at_the_second_step(*args):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return score(*args)
-
     with monkeypatch.context() as patch:
-        patch.setattr(finetune, "afcrps", killed_at_the_second_step)
+        patch.setattr(finetune, "afcrps", _afcrps_killed_at(2))
         with pytest.raises(KeyboardInterrupt):
             finetune.finetune(trained, data, cfg, progress=False, processes=1)
     (partial,) = (tmp_path / "two" / "finetuned").glob("*.partial")

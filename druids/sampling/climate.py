@@ -209,6 +209,7 @@ def climate_runs(
     seed: int,
     residual_bias: torch.Tensor | None = None,
     progress: bool = True,
+    processes: int | None = None,
 ) -> dict[float, xr.Dataset]:
     """The study's free runs, ``{churn: rollout_climate(...)}`` for each of :func:`climate_churns`.
 
@@ -217,7 +218,8 @@ def climate_runs(
     :func:`climate_sampling`; the same members and noise streams for every churn,
     so the runs differ only in the churn. ``residual_bias`` as in :func:`rollout_climate`.
     The runs go side by side in local processes (``runtime.process_map``: a batch of one or two
-    members leaves the second core mostly idle), so each run's ``seconds`` is its wall time beside the other.
+    members leaves the second core mostly idle), so each run's ``seconds`` is its wall time beside the other;
+    ``processes``: as in ``runtime.process_map`` (1: one run after the other in this process).
     """
     run = functools.partial(
         _rollout_with, denoiser=denoiser, stats=stats, initial_conditions=initial_conditions,
@@ -225,7 +227,7 @@ def climate_runs(
         n_members=study.climate_members, residual_bias=residual_bias,
     )  # fmt: skip
     churns = climate_churns(study)
-    runs = runtime.process_map(run, [climate_sampling(sampling_cfg, study, churn) for churn in churns], desc="free runs", progress=progress)
+    runs = runtime.process_map(run, [climate_sampling(sampling_cfg, study, churn) for churn in churns], processes, "free runs", progress)
     return dict(zip(churns, runs))
 
 

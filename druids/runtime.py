@@ -138,8 +138,7 @@ def run_local_processes(
     """
     import torch.multiprocessing as mp
 
-    threads = max(1, (os.cpu_count() or 1) // processes)
-    spawned = (processes, free_local_port(), threads, worker, args)
+    spawned = (processes, free_local_port(), _threads_per_process(processes), worker, args)
     workers = mp.spawn(_local_process, args=spawned, nprocs=processes, join=False)
     try:
         with progress(total=total, initial=min(total, done()), disable=not show, desc=desc, unit="step") as bar:
@@ -169,7 +168,12 @@ def local_processes(n_items: int, device: str | torch.device = "auto") -> int:
     return max(1, min(n_items, os.cpu_count() or 1))
 
 
-def _single_threaded_worker(threads: int) -> None:
+def _threads_per_process(processes: int) -> int:
+    """Torch threads for each of ``processes`` local processes: the CPU's cores shared out, at least one."""
+    return max(1, (os.cpu_count() or 1) // processes)
+
+
+def _set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
@@ -178,8 +182,8 @@ def process_map(function: Callable, items: Iterable, processes: int | None = Non
 
     For independent pieces of CPU work too small to keep two threads busy
     (a Jacobian product at batch 1, a tiny network, the world's dynamics):
-    on the 2-core CPU, two one-thread processes do 1.6-2x the work of one
-    process with two threads (``bench/process_map.py``). Each process runs
+    on the 2-core CPU, two one-thread processes do 1.4-1.9x the work of one
+    process with two threads, spawning included (``bench/process_map.py``). Each process runs
     ``cpu_count // processes`` threads. ``function`` must be importable (a
     module-level function) and items and results must pickle; results come
     back in the order of ``items``. ``processes``: default
@@ -195,9 +199,9 @@ def process_map(function: Callable, items: Iterable, processes: int | None = Non
         return [function(item) for item in _with_bar(items, desc, progress)]
     import multiprocessing
 
-    threads = max(1, (os.cpu_count() or 1) // processes)
     results: list = [None] * len(items)
-    with ProcessPoolExecutor(processes, multiprocessing.get_context("spawn"), _single_threaded_worker, (threads,)) as pool:
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(processes, spawn, _set_threads, (_threads_per_process(processes),)) as pool:
         futures = {pool.submit(function, item): k for k, item in enumerate(items)}
         try:
             for future in _with_bar(as_completed(futures), desc, progress, total=len(items)):

@@ -39,7 +39,7 @@ def test_survey_in_two_processes_matches_one(torch_one_thread):
 
 def test_ladder_in_two_processes_matches_one(torch_one_thread):
     condition, target, held_out = fields(8, 1, 5), fields(8, 2, 6), fields(2, 1, 7)
-    args = (condition, target, held_out, (1, 2), TINY, SamplingConfig(n_levels=3), GEOMETRY, LATITUDE, 4, 2, 1e-3, 3, None)
+    args = (condition, target, held_out, (1, 2), TINY, SamplingConfig(n_levels=3), GEOMETRY, LATITUDE, 4, 2, 1e-3, 3, False)
     table_one, samples_one = memorisation.ladder(*args, processes=1)
     table_two, samples_two = memorisation.ladder(*args, processes=2)
     pd.testing.assert_frame_equal(table_two, table_one, rtol=1e-6)

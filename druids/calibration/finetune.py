@@ -165,9 +165,8 @@ def auto_processes(trained: TrainedModel, cfg: Config) -> int:
     """How many local processes :func:`finetune` uses: one per CPU core, at most one per state of a step
     (``finetune_states``); 1 on CUDA, and for a denoiser that is not on the CPU.
 
-    A state's sampler chain at batch 1-2 keeps two threads poorly busy: on 2 cores,
-    two one-thread processes ran a default-profile step (2 states x 2 members) in
-    2.1 s against 4.3 s for one process with two threads, after ~7 s of start-up."""
+    A state's sampler chain at batch 1-2 keeps two threads poorly busy, as the small
+    work of ``bench/process_map.py`` does (docs/decisions.md, "process-layout")."""
     if next(trained.denoiser.parameters()).device.type != "cpu":
         return 1
     return runtime.local_processes(cfg.calibration.finetune_states)

@@ -204,7 +204,7 @@ def trained_sample(
 def ladder(
     condition: torch.Tensor, target: torch.Tensor, held_out: torch.Tensor, sizes: Sequence[int], model_cfg: ModelConfig,
     sampling: SamplingConfig, geometry: NoiseGeometry, latitude, steps: int, batch: int, lr: float, seed: int,
-    progress=True, processes: int | None = None,
+    progress: bool = True, processes: int | None = None,
 ) -> tuple[pd.DataFrame, dict[int, tuple[torch.Tensor, torch.Tensor]]]:
     """For each training-set size: two models on disjoint random sets of the training pairs ``(condition,
     target)``, each sampled from the same noise for the ``held_out`` conditions; :func:`similarity_rows`
@@ -216,13 +216,13 @@ def ladder(
     :func:`druids.runtime.process_map` over ``processes`` local processes
     (None: one per CPU core, at most one per model, CUDA or not: they run on
     the CPU; 1: one after another in this process), the Gaussian baselines
-    and similarities here. ``progress``: a bar over the trained models (any true value).
+    and similarities here. ``progress``: a bar over the trained models.
     """
     sets = [disjoint_subsets(len(target), size, seed + k) for k, size in enumerate(sizes)]
     trainings = [(condition[s], target[s], seed + 100 * k + j) for k, pair in enumerate(sets) for j, s in enumerate(pair)]
     task = functools.partial(trained_sample, held_out, sampling, seed, model_cfg, geometry.band, latitude, steps, batch, lr)
     processes = runtime.local_processes(len(trainings), "cpu") if processes is None else processes
-    sampled = runtime.process_map(task, trainings, processes, desc="memorisation models", progress=bool(progress))
+    sampled = runtime.process_map(task, trainings, processes, desc="memorisation models", progress=progress)
     noise = sample_noise(len(held_out), target.shape[1:], geometry.band, seed)
     tables, samples = [], {}
     for k, (size, pair) in enumerate(zip(sizes, sets)):
